@@ -1,0 +1,1 @@
+//! The shared test suite every [`crate::Store`] implementation must pass.
