@@ -18,11 +18,14 @@
 //! * An acknowledged write is durable: it survives `kill -9` of the process.
 //!
 //! Two implementations share one test suite ([`conformance`]): [`redb_store::RedbStore`] (embedded,
-//! the default) and [`etcd_store::EtcdStore`] (etcd v3).
+//! the default) and [`etcd_store::EtcdStore`] (etcd v3). With the cargo feature `testing`,
+//! `testing` starts real etcd processes for tests (here and in other crates).
 
 pub mod conformance;
 pub mod etcd_store;
 pub mod redb_store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::pin::Pin;
 
@@ -48,7 +51,10 @@ pub struct KeyValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The key was created (`prev` is `None`) or updated (`prev` is the value it replaced).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// The key was deleted at `revision`; `prev` is its last value.
     Delete { prev: KeyValue, revision: Revision },
     /// Nothing changed under the watched prefix, but the store reached `revision`.
@@ -108,12 +114,22 @@ pub enum StoreError {
     NotFound { key: String },
     /// A conditional write found another revision than expected.
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: Revision, actual: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        actual: Revision,
+    },
     /// The revision asked for has been compacted away.
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     #[error("revision {requested} is newer than the store's current revision {current}")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     /// The backend cannot be reached or has no quorum; the request may succeed later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -157,7 +173,10 @@ pub trait Store: Send + Sync + 'static {
     /// The store's current revision.
     async fn current_revision(&self) -> Result<Revision>;
 
-    /// Forget history at and before `revision` (no watch or list can start before it any more).
+    /// Forget history before `revision`: afterwards a watch may start from `after >= revision` and
+    /// a list may read `at >= revision`, anything older is [`StoreError::Compacted`].
+    /// Compacting at or before the current compaction point does nothing; after the current
+    /// revision is [`StoreError::FutureRevision`].
     async fn compact(&self, revision: Revision) -> Result<()>;
 
     /// The oldest revision a watch or list may still start from (`after` >= this).

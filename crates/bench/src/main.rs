@@ -1,0 +1,88 @@
+//! `ferrovirt-bench`: benchmark commands that print a table. See the library's modules.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ferrovirt_bench::api::{self, Params};
+
+#[derive(Parser)]
+#[command(name = "ferrovirt-bench", about = "ferrovirt benchmarks: each command measures and prints a table")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API server on the embedded store and on etcd: creates/s, list latency, watch fan-out,
+    /// next to raw etcd puts.
+    Api(ApiArgs),
+}
+
+#[derive(Args)]
+struct ApiArgs {
+    /// A small smoke run (200 VMs, 20 watchers); other flags still override.
+    #[arg(long)]
+    quick: bool,
+    /// VMs to create and list [default: 2000].
+    #[arg(long)]
+    objects: Option<usize>,
+    /// Concurrent creating clients [default: 16].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Concurrent watchers [default: 100].
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// Measured updates the watchers must see [default: 50].
+    #[arg(long)]
+    updates: Option<usize>,
+    /// Milliseconds from one update to the next [default: 20].
+    #[arg(long)]
+    update_interval_ms: Option<u64>,
+    /// Repetitions of each list [default: 20].
+    #[arg(long)]
+    list_reps: Option<usize>,
+    /// limit of the paged lists [default: 500].
+    #[arg(long)]
+    page_size: Option<u32>,
+}
+
+impl ApiArgs {
+    fn params(&self) -> Params {
+        let base = if self.quick { Params::quick() } else { Params::full() };
+        Params {
+            objects: self.objects.unwrap_or(base.objects),
+            concurrency: self.concurrency.unwrap_or(base.concurrency),
+            watchers: self.watchers.unwrap_or(base.watchers),
+            updates: self.updates.unwrap_or(base.updates),
+            update_interval: self.update_interval_ms.map_or(base.update_interval, Duration::from_millis),
+            list_reps: self.list_reps.unwrap_or(base.list_reps),
+            page_size: self.page_size.unwrap_or(base.page_size),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Api(args) => {
+            let params = args.params();
+            // On Ctrl-C the benchmark future is dropped: etcd is killed and temp dirs are removed.
+            tokio::select! {
+                result = api::run(&params) => result,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: stopping and cleaning up");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
