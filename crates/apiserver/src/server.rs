@@ -207,12 +207,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn read_body(body: Body) -> ApiResult<Bytes> {
-    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::TooLarge { limit: MAX_BODY }),
-        Err(e) => Err(ApiError::BadRequest(format!("reading the request body failed: {e}"))),
+/// Past this much, an oversized upload is cut off instead of drained.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+async fn read_body(mut body: Body) -> ApiResult<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the request body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            } else if total > DRAIN_LIMIT {
+                break;
+            }
+        }
     }
+    // An oversized body is read to its end (up to a bound) so the client sees the 413, not a reset.
+    if total > MAX_BODY {
+        return Err(ApiError::TooLarge { limit: MAX_BODY });
+    }
+    Ok(buf.freeze())
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
@@ -266,7 +282,7 @@ async fn route(server: &Arc<Server>, req: Request<Body>) -> ApiResult<Response> 
             return Ok(if proto {
                 (
                     StatusCode::OK,
-                    [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")],
+                    [(header::CONTENT_TYPE, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf")],
                     discovery::openapi_v2_protobuf(),
                 )
                     .into_response()

@@ -669,6 +669,33 @@ impl Drop for BackgroundKubectl {
     }
 }
 
+/// Whether every value of `expected` is in `actual` at the same place: objects may have more
+/// keys, lists must have the same length, scalars must be equal. `Err` names the first difference.
+pub fn json_subset(expected: &serde_json::Value, actual: &serde_json::Value) -> Result<(), String> {
+    fn walk(expected: &serde_json::Value, actual: &serde_json::Value, path: &str) -> Result<(), String> {
+        use serde_json::Value;
+        match (expected, actual) {
+            (Value::Object(e), Value::Object(a)) => {
+                for (key, value) in e {
+                    let path = format!("{path}.{key}");
+                    let actual = a.get(key).ok_or_else(|| format!("{path} is missing"))?;
+                    walk(value, actual, &path)?;
+                }
+                Ok(())
+            }
+            (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
+                for (i, (e, a)) in e.iter().zip(a).enumerate() {
+                    walk(e, a, &format!("{path}[{i}]"))?;
+                }
+                Ok(())
+            }
+            _ if expected == actual => Ok(()),
+            _ => Err(format!("{path}: expected {expected}, found {actual}")),
+        }
+    }
+    walk(expected, actual, "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -689,6 +716,17 @@ mod tests {
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail("a", 5), "a");
+    }
+
+    #[test]
+    fn json_subset_allows_more_keys_but_not_other_values() {
+        let expected = serde_json::json!({"a": {"b": [1, {"c": "x"}]}});
+        assert_eq!(json_subset(&expected, &serde_json::json!({"a": {"b": [1, {"c": "x", "d": 2}]}, "e": 3})), Ok(()));
+        assert_eq!(
+            json_subset(&expected, &serde_json::json!({"a": {"b": [1, {"c": "y"}]}})),
+            Err(r#".a.b[1].c: expected "x", found "y""#.to_owned())
+        );
+        assert!(json_subset(&expected, &serde_json::json!({"a": {"b": [1]}})).is_err());
     }
 
     #[test]
