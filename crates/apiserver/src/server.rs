@@ -65,6 +65,13 @@ pub struct Server {
     address: String,
 }
 
+impl Server {
+    /// The request handler's state: objects on a store, the admin token, the advertised address.
+    pub fn new(objects: Objects, token: impl Into<String>, address: impl Into<String>) -> Self {
+        Server { objects, token: token.into(), address: address.into() }
+    }
+}
+
 /// A started API server.
 pub struct Running {
     pub addr: SocketAddr,

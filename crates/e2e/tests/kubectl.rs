@@ -65,7 +65,10 @@ macro_rules! with_both_kubectls {
 }
 
 with_both_kubectls!(
-    vm_apply_get_describe_patch_delete,
+    vm_apply_get_describe,
+    vm_reapply_unchanged_and_configured,
+    vm_patch_label_annotate,
+    vm_delete,
     vm_watch,
     node_unschedulable_patch_and_cordon,
     service_strategic_merge_patch,
@@ -75,12 +78,9 @@ with_both_kubectls!(
 // ---------------------------------------------------------------------------------------------
 // Scenarios
 
-/// The life of a VM from a manifest: apply, list, read, describe, re-apply, patch, delete.
-fn vm_apply_get_describe_patch_delete(k: &Kubectl) {
-    let vm_yaml = fixture("vm.yaml");
-    let vm_file = path_str(&vm_yaml);
-    let manifest = std::fs::read_to_string(&vm_yaml).expect("fixture vm.yaml");
-
+/// A VM from a KubeVirt-style manifest: `apply`, then `get` as a table, YAML and JSON, `describe`.
+fn vm_apply_get_describe(k: &Kubectl) {
+    let (vm_file, manifest) = vm_fixture();
     let out = k.ok(&["apply", "-f", vm_file]);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm created");
 
@@ -92,7 +92,7 @@ fn vm_apply_get_describe_patch_delete(k: &Kubectl) {
     assert!(is_age(&row["AGE"]), "AGE {:?} is not an age, in:\n{out}", row["AGE"]);
     assert_eq!(table.rows.len(), 1, "{out}");
 
-    // The same through the full name and a label selector.
+    // The same through the full resource name and a label selector.
     let out = k.ok(&["get", "virtualmachines.kubevirt.io", "-l", "kubevirt.io/vm=testvm"]);
     assert!(Table::parse(&out).row("testvm").is_some(), "{out}");
     let out = k.run(&["get", "vms", "-l", "kubevirt.io/vm=other"]);
@@ -126,16 +126,24 @@ fn vm_apply_get_describe_patch_delete(k: &Kubectl) {
     let out = k.ok(&["describe", "vm", "testvm"]);
     for needle in [
         "Name:", "testvm", "Namespace:", "default", "API Version:", "kubevirt.io/v1", "Kind:",
-        "VirtualMachine", "Run Strategy:", "Halted", "cirros-container-disk-demo",
+        "VirtualMachine", "Run Strategy:", "Halted", "cirros-container-disk-demo", "Events:",
     ] {
         assert_contains(&out, needle);
     }
+}
 
-    // Applying the same manifest again changes nothing.
+/// `kubectl apply` of the same manifest changes nothing; of a changed one, configures it, and
+/// the three-way merge removes what the manifest no longer names.
+fn vm_reapply_unchanged_and_configured(k: &Kubectl) {
+    let (vm_file, manifest) = vm_fixture();
+    k.ok(&["apply", "-f", vm_file]);
+    let generation = jsonpath(k, "vm", "testvm", "{.metadata.generation}");
+
     let out = k.ok(&["apply", "-f", vm_file]);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm unchanged");
+    assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.generation}"), generation);
 
-    // A changed manifest (one more label) is configured, and the label is there.
+    // One more label: configured, and the label is there.
     let changed = manifest.replacen("    kubevirt.io/vm: testvm\n", "    kubevirt.io/vm: testvm\n    env: e2e\n", 1);
     assert_ne!(changed, manifest, "the fixture's metadata.labels changed shape");
     let out = k.ok_stdin(&["apply", "-f", "-"], &changed);
@@ -144,17 +152,29 @@ fn vm_apply_get_describe_patch_delete(k: &Kubectl) {
     let out = k.ok_stdin(&["apply", "-f", "-"], &changed);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm unchanged");
 
-    // Back to the original file: the three-way merge removes the label it no longer names.
+    // Back to the original file: the label it no longer names is removed, the others stay.
     let out = k.ok(&["apply", "-f", vm_file]);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm configured");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.labels.env}"), "");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.labels.kubevirt\\.io/vm}"), "testvm");
 
-    // A JSON merge patch, then a JSON patch.
+    // A changed spec: configured, and the spec changed.
+    let running = manifest.replacen("runStrategy: Halted", "runStrategy: Always", 1);
+    let out = k.ok_stdin(&["apply", "-f", "-"], &running);
+    assert_contains(&out, "virtualmachine.kubevirt.io/testvm configured");
+    assert_eq!(jsonpath(k, "vm", "testvm", "{.spec.runStrategy}"), "Always");
+}
+
+/// `kubectl patch` with a JSON merge patch and a JSON patch, `label` and `annotate`.
+fn vm_patch_label_annotate(k: &Kubectl) {
+    let (vm_file, _) = vm_fixture();
+    k.ok(&["apply", "-f", vm_file]);
+
     let out = k.ok(&["patch", "vm", "testvm", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Always"}}"#]);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm patched");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.spec.runStrategy}"), "Always");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.generation}"), "2");
+
     let out = k.ok(&[
         "patch", "vm", "testvm", "--type=json", "-p",
         r#"[{"op":"replace","path":"/spec/runStrategy","value":"Halted"}]"#,
@@ -162,27 +182,36 @@ fn vm_apply_get_describe_patch_delete(k: &Kubectl) {
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm patched");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.spec.runStrategy}"), "Halted");
 
-    // A merge patch that breaks the VM is refused, and names the field.
+    // A merge patch that would make the VM invalid is refused, naming the field.
     let out = k.fails(&["patch", "vm", "testvm", "--type=merge", "-p", r#"{"spec":{"running":true}}"#]);
     assert_contains(&out, "spec.running");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.spec.running}"), "");
 
-    // kubectl label / annotate on our kind.
     let out = k.ok(&["label", "vm", "testvm", "tier=gold"]);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm labeled");
     let out = k.ok(&["annotate", "vm", "testvm", "note=hello"]);
     assert_contains(&out, "virtualmachine.kubevirt.io/testvm annotated");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.labels.tier}"), "gold");
     assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.annotations.note}"), "hello");
+    let out = k.ok(&["label", "vm", "testvm", "tier-"]);
+    assert_contains(&out, "virtualmachine.kubevirt.io/testvm unlabeled");
+    assert_eq!(jsonpath(k, "vm", "testvm", "{.metadata.labels.tier}"), "");
+}
 
-    // kubectl delete waits until the object is gone; then it is.
+/// `kubectl delete` by name and through the file; the VM is gone afterwards.
+fn vm_delete(k: &Kubectl) {
+    let (vm_file, _) = vm_fixture();
+    k.ok(&["apply", "-f", vm_file]);
+
+    // kubectl delete waits until the object is gone (a list and a watch on its name).
     let out = k.ok(&["delete", "vm", "testvm"]);
     assert_contains(&out, "virtualmachine.kubevirt.io \"testvm\" deleted");
     let out = k.fails(&["get", "vm", "testvm"]);
-    assert_contains(&out, "NotFound");
+    assert_contains(&out, "(NotFound)");
 
-    // Created again from the file, deleted through the file.
-    k.ok(&["apply", "-f", vm_file]);
+    // Created again from the file (a new object), deleted through the file.
+    let out = k.ok(&["apply", "-f", vm_file]);
+    assert_contains(&out, "virtualmachine.kubevirt.io/testvm created");
     let out = k.ok(&["delete", "-f", vm_file]);
     assert_contains(&out, "virtualmachine.kubevirt.io \"testvm\" deleted");
     let out = k.run(&["get", "vms"]);
@@ -353,6 +382,14 @@ fn errors_name_the_problem(k: &Kubectl) {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// The VM fixture's path and text.
+fn vm_fixture() -> (&'static str, String) {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let path = PATH.get_or_init(|| fixture("vm.yaml"));
+    let manifest = std::fs::read_to_string(path).expect("fixture vm.yaml");
+    (path_str(path), manifest)
+}
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("fixture paths are UTF-8")
