@@ -493,3 +493,50 @@ async fn two_api_servers_on_one_etcd_share_writes_and_watches() {
     second.stop().await;
     h.stop().await;
 }
+
+async fn namespace_deletion_takes_its_contents(b: Backend) {
+    let h = Harness::start(b).await;
+    let nsapi: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
+    let ns = nsapi
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "scratch"}})).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
+    let vms: Api<VirtualMachine> = Api::namespaced(h.client.clone(), "scratch");
+    vms.create(&PostParams::default(), &vm("inside")).await.unwrap();
+    let deleting = nsapi.delete("scratch", &DeleteParams::default()).await.unwrap();
+    let obj = deleting.left().expect("namespace deletion is not immediate");
+    assert_eq!(obj.status.unwrap().phase.as_deref(), Some("Terminating"));
+    // No new content while terminating (unless it is already gone).
+    if let Err(e) = vms.create(&PostParams::default(), &vm("late")).await {
+        assert!(matches!(code(&e), 403 | 404), "{e:?}");
+    }
+    eventually(10, "namespace and its VM to go", || async {
+        nsapi.get_opt("scratch").await.unwrap().is_none()
+    })
+    .await;
+    let all: Api<VirtualMachine> = Api::all(h.client.clone());
+    assert!(all.list(&ListParams::default()).await.unwrap().items.iter().all(|v| v.metadata.namespace.as_deref() != Some("scratch")));
+    h.stop().await;
+}
+on_both_stores!(namespace_deletion_takes_its_contents);
+
+async fn bound_pods_are_deleted_gracefully(b: Backend) {
+    let h = Harness::start(b).await;
+    let pods: Api<Pod> = Api::namespaced(h.client.clone(), "default");
+    let mut p = pod_for("launcher", json!({"apiVersion": "v1", "kind": "Pod", "name": "x", "uid": "x"}));
+    p.metadata.owner_references = None;
+    p.spec.as_mut().unwrap().node_name = Some("n1".into());
+    p.spec.as_mut().unwrap().termination_grace_period_seconds = Some(45);
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    // A pod on a node waits for its node agent: deletionTimestamp and the grace period are set.
+    pods.delete("launcher", &DeleteParams::default()).await.unwrap();
+    let pending = pods.get("launcher").await.unwrap();
+    assert!(pending.metadata.deletion_timestamp.is_some());
+    assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(45));
+    // The node agent confirms with a zero grace period.
+    pods.delete("launcher", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    assert!(pods.get_opt("launcher").await.unwrap().is_none());
+    h.stop().await;
+}
+on_both_stores!(bound_pods_are_deleted_gracefully);

@@ -221,9 +221,8 @@ fn vm_delete(k: &Kubectl) {
 
 /// `kubectl get -w` sees the current state, then each change, until it is killed.
 fn vm_watch(k: &Kubectl) {
-    let vm_yaml = fixture("vm.yaml");
-    let manifest = std::fs::read_to_string(&vm_yaml).expect("fixture vm.yaml");
-    k.ok(&["apply", "-f", path_str(&vm_yaml)]);
+    let (vm_file, manifest) = vm_fixture();
+    k.ok(&["apply", "-f", vm_file]);
 
     // One object by name: its current row first, then a row per change.
     let mut watch = k.spawn(&["get", "vm", "testvm", "-w"]);
@@ -355,7 +354,7 @@ fn errors_name_the_problem(k: &Kubectl) {
     assert_contains(&out, "(NotFound)");
 
     // A field ferrovirt does not know: refused, naming it (never silently dropped).
-    let manifest = std::fs::read_to_string(fixture("vm.yaml")).expect("fixture vm.yaml");
+    let (vm_file, manifest) = vm_fixture();
     let unknown = manifest
         .replace("name: testvm\n", "name: oddvm\n")
         .replacen("      domain:\n", "      domain:\n        fooBar: 1\n", 1);
@@ -373,9 +372,8 @@ fn errors_name_the_problem(k: &Kubectl) {
     assert_contains(&out, "sound");
 
     // Creating what exists already.
-    let vm_file = fixture("vm.yaml");
-    k.ok(&["create", "-f", path_str(&vm_file)]);
-    let out = k.fails(&["create", "-f", path_str(&vm_file)]);
+    k.ok(&["create", "-f", vm_file]);
+    let out = k.fails(&["create", "-f", vm_file]);
     assert_contains(&out, "(AlreadyExists)");
     assert_contains(&out, "\"testvm\" already exists");
 }

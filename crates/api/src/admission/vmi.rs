@@ -863,7 +863,7 @@ fn validate_networks(
                 format!("{:?}: no network has this name; every interface needs a network of the same name", iface.name),
             )),
             Some(net) => {
-                if iface.masquerade.is_some() && net.pod.is_none() {
+                if iface.masquerade.is_some() && net.pod.is_none() && net.multus.is_some() {
                     errs.push(FieldError::invalid(ii.child("masquerade"), "masquerade works on the pod network only"));
                 }
             }
@@ -1110,4 +1110,717 @@ fn validate_scheduling_and_dns(spec: &VirtualMachineInstanceSpec, p: &FieldPath,
 /// Label maps that must be valid wherever they appear in a template.
 pub(crate) fn validate_template_labels(labels: Option<&BTreeMap<String, String>>, path: &FieldPath) -> Vec<FieldError> {
     labels.map(|l| validate_labels(l, path)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{decode, FieldErrorKind};
+    use serde_json::{json, Value};
+
+    /// A valid, fully explicit VMI spec in the style of KubeVirt's `testvm`.
+    fn base() -> Value {
+        json!({
+            "domain": {
+                "resources": {"requests": {"memory": "64Mi"}},
+                "devices": {
+                    "disks": [
+                        {"name": "containerdisk", "disk": {"bus": "virtio"}},
+                        {"name": "cloudinitdisk", "disk": {"bus": "virtio"}}
+                    ],
+                    "interfaces": [{"name": "default", "masquerade": {}}]
+                }
+            },
+            "networks": [{"name": "default", "pod": {}}],
+            "volumes": [
+                {"name": "containerdisk", "containerDisk": {"image": "quay.io/kubevirt/cirros-container-disk-demo"}},
+                {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": "#cloud-config\npassword: cirros\n"}}
+            ]
+        })
+    }
+
+    fn errors(patch: impl FnOnce(&mut Value)) -> Vec<FieldError> {
+        let mut v = base();
+        patch(&mut v);
+        let spec: VirtualMachineInstanceSpec = decode(v).expect("test spec decodes");
+        validate_vmi_spec(&spec, "spec")
+    }
+
+    /// Asserts that `errs` is exactly one error at `path` of `kind`, and returns its message.
+    #[track_caller]
+    fn only(errs: &[FieldError], path: &str, kind: FieldErrorKind) -> String {
+        assert_eq!(errs.len(), 1, "expected one error at {path}, got {errs:#?}");
+        assert_eq!((errs[0].path.as_str(), errs[0].kind), (path, kind), "{errs:#?}");
+        errs[0].message.clone()
+    }
+
+    #[track_caller]
+    fn has(errs: &[FieldError], path: &str, kind: FieldErrorKind) {
+        assert!(errs.iter().any(|e| e.path == path && e.kind == kind), "no {kind:?} at {path} in {errs:#?}");
+    }
+
+    fn volume(v: &mut Value, source: Value) {
+        v["volumes"].as_array_mut().unwrap().push(source);
+        let name = v["volumes"].as_array().unwrap().last().unwrap()["name"].clone();
+        v["domain"]["devices"]["disks"].as_array_mut().unwrap().push(json!({"name": name}));
+    }
+
+    #[test]
+    fn base_is_valid() {
+        assert_eq!(errors(|_| {}), vec![]);
+    }
+
+    #[test]
+    fn base_is_valid_after_defaulting() {
+        let mut spec: VirtualMachineInstanceSpec = decode(base()).unwrap();
+        crate::admission::default_vmi_spec(&mut spec);
+        assert_eq!(validate_vmi_spec(&spec, "spec.template.spec"), vec![]);
+    }
+
+    #[test]
+    fn memory_is_required() {
+        let errs = errors(|v| v["domain"]["resources"] = json!({}));
+        let msg = only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Required);
+        assert!(msg.contains("domain.memory.guest"), "{msg}");
+    }
+
+    #[test]
+    fn guest_memory_alone_is_enough() {
+        assert_eq!(
+            errors(|v| {
+                v["domain"]["resources"] = json!({});
+                v["domain"]["memory"] = json!({"guest": "1Gi"});
+            }),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn memory_must_be_a_positive_quantity() {
+        let errs = errors(|v| v["domain"]["resources"]["requests"]["memory"] = json!("lots"));
+        only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["resources"]["requests"]["memory"] = json!("0"));
+        let msg = only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Invalid);
+        assert!(msg.contains("greater than 0"));
+        let errs = errors(|v| v["domain"]["memory"] = json!({"guest": "-1Gi"}));
+        only(&errs, "spec.domain.memory.guest", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn requests_may_not_exceed_limits() {
+        let errs = errors(|v| v["domain"]["resources"]["limits"] = json!({"memory": "32Mi"}));
+        only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["domain"]["resources"]["requests"]["cpu"] = json!("2");
+            v["domain"]["resources"]["limits"] = json!({"cpu": "1500m"});
+        });
+        only(&errs, "spec.domain.resources.requests[cpu]", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["domain"]["resources"]["limits"] = json!({"memory": "64Mi"});
+            v["domain"]["memory"] = json!({"guest": "128Mi"});
+        });
+        only(&errs, "spec.domain.memory.guest", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn only_cpu_and_memory_resources() {
+        let errs = errors(|v| v["domain"]["resources"]["limits"] = json!({"nvidia.com/gpu": "1"}));
+        only(&errs, "spec.domain.resources.limits[nvidia.com/gpu]", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["resources"]["requests"]["cpu"] = json!("1x"));
+        only(&errs, "spec.domain.resources.requests[cpu]", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn cpu_counts_must_be_positive() {
+        for field in ["cores", "sockets", "threads"] {
+            let errs = errors(|v| v["domain"]["cpu"] = json!({field: 0}));
+            only(&errs, &format!("spec.domain.cpu.{field}"), FieldErrorKind::Invalid);
+        }
+        assert_eq!(errors(|v| v["domain"]["cpu"] = json!({"cores": 2, "sockets": 1, "threads": 1})), vec![]);
+    }
+
+    #[test]
+    fn cpu_features_and_model() {
+        let errs = errors(|v| v["domain"]["cpu"] = json!({"features": [{"name": "pcid", "policy": "maybe"}]}));
+        only(&errs, "spec.domain.cpu.features[0].policy", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["cpu"] = json!({"model": ""}));
+        only(&errs, "spec.domain.cpu.model", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn unsupported_cpu_and_memory_features() {
+        let cases = [
+            (json!({"cpu": {"dedicatedCpuPlacement": true}}), "spec.domain.cpu.dedicatedCpuPlacement"),
+            (json!({"cpu": {"isolateEmulatorThread": true}}), "spec.domain.cpu.isolateEmulatorThread"),
+            (json!({"cpu": {"maxSockets": 4}}), "spec.domain.cpu.maxSockets"),
+            (json!({"memory": {"guest": "64Mi", "hugepages": {"pageSize": "2Mi"}}}), "spec.domain.memory.hugepages"),
+            (json!({"memory": {"guest": "64Mi", "maxGuest": "1Gi"}}), "spec.domain.memory.maxGuest"),
+        ];
+        for (patch, path) in cases {
+            let errs = errors(|v| {
+                for (k, val) in patch.as_object().unwrap() {
+                    v["domain"][k] = val.clone();
+                }
+            });
+            let msg = only(&errs, path, FieldErrorKind::NotSupported);
+            assert!(msg.ends_with("is not supported by ferrovirt yet"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn machine_type() {
+        assert_eq!(errors(|v| v["domain"]["machine"] = json!({"type": "pc-q35-7.2"})), vec![]);
+        let errs = errors(|v| v["domain"]["machine"] = json!({"type": "pc"}));
+        only(&errs, "spec.domain.machine.type", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["machine"] = json!({"type": "microvm"}));
+        only(&errs, "spec.domain.machine.type", FieldErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn firmware() {
+        let errs = errors(|v| v["domain"]["firmware"] = json!({"uuid": "not-a-uuid"}));
+        only(&errs, "spec.domain.firmware.uuid", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["firmware"] = json!({"serial": "has space"}));
+        only(&errs, "spec.domain.firmware.serial", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["firmware"] = json!({"bootloader": {"bios": {}, "efi": {"secureBoot": false}}}));
+        only(&errs, "spec.domain.firmware.bootloader", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn secure_boot_needs_smm() {
+        let errs = errors(|v| v["domain"]["firmware"] = json!({"bootloader": {"efi": {}}}));
+        only(&errs, "spec.domain.firmware.bootloader.efi.secureBoot", FieldErrorKind::Invalid);
+        assert_eq!(
+            errors(|v| {
+                v["domain"]["firmware"] = json!({"bootloader": {"efi": {}}});
+                v["domain"]["features"] = json!({"smm": {}});
+            }),
+            vec![]
+        );
+        assert_eq!(errors(|v| v["domain"]["firmware"] = json!({"bootloader": {"efi": {"secureBoot": false}}})), vec![]);
+    }
+
+    #[test]
+    fn kernel_boot() {
+        let errs = errors(|v| v["domain"]["firmware"] = json!({"kernelBoot": {"kernelArgs": "console=ttyS0"}}));
+        only(&errs, "spec.domain.firmware.kernelBoot.kernelArgs", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k"}}}));
+        only(&errs, "spec.domain.firmware.kernelBoot.container", FieldErrorKind::Required);
+        let errs = errors(|v| {
+            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k", "kernelPath": "boot/vmlinuz"}}})
+        });
+        only(&errs, "spec.domain.firmware.kernelBoot.container.kernelPath", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": " ", "initrdPath": "/initrd"}}})
+        });
+        only(&errs, "spec.domain.firmware.kernelBoot.container.image", FieldErrorKind::Required);
+    }
+
+    #[test]
+    fn features_and_clock() {
+        let errs = errors(|v| v["domain"]["features"] = json!({"hyperv": {"spinlocks": {"spinlocks": 100}}}));
+        only(&errs, "spec.domain.features.hyperv.spinlocks.spinlocks", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["features"] = json!({"hyperv": {"vendorid": {"vendorid": "0123456789abc"}}}));
+        only(&errs, "spec.domain.features.hyperv.vendorid.vendorid", FieldErrorKind::TooLong);
+        let errs = errors(|v| v["domain"]["features"] = json!({"hypervPassthrough": {}, "hyperv": {}}));
+        only(&errs, "spec.domain.features.hypervPassthrough", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["clock"] = json!({"utc": {}, "timezone": "Europe/Berlin"}));
+        only(&errs, "spec.domain.clock", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["clock"] = json!({"timer": {"rtc": {"tickPolicy": "merge"}}}));
+        only(&errs, "spec.domain.clock.timer.rtc.tickPolicy", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["clock"] = json!({"timer": {"rtc": {"track": "moon"}}}));
+        only(&errs, "spec.domain.clock.timer.rtc.track", FieldErrorKind::NotSupported);
+        assert_eq!(
+            errors(|v| v["domain"]["features"] = json!({"acpi": {}, "apic": {}, "smm": {"enabled": true}})),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn io_threads_policy() {
+        assert_eq!(errors(|v| v["domain"]["ioThreadsPolicy"] = json!("shared")), vec![]);
+        let errs = errors(|v| v["domain"]["ioThreadsPolicy"] = json!("supplementalPool"));
+        only(&errs, "spec.domain.ioThreadsPolicy", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["ioThreadsPolicy"] = json!("lots"));
+        only(&errs, "spec.domain.ioThreadsPolicy", FieldErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn disk_must_name_an_existing_volume() {
+        let errs = errors(|v| v["domain"]["devices"]["disks"].as_array_mut().unwrap().push(json!({"name": "data"})));
+        let msg = only(&errs, "spec.domain.devices.disks[2].name", FieldErrorKind::Invalid);
+        assert!(msg.contains("no volume"), "{msg}");
+    }
+
+    #[test]
+    fn volume_must_be_used_by_a_disk() {
+        let errs = errors(|v| {
+            v["volumes"].as_array_mut().unwrap().push(json!({"name": "scratch", "emptyDisk": {"capacity": "1Gi"}}))
+        });
+        only(&errs, "spec.volumes[2].name", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn each_volume_backs_one_disk() {
+        let errs = errors(|v| v["domain"]["devices"]["disks"][1]["name"] = json!("containerdisk"));
+        // The second disk repeats the first's name (so one volume would back two disks), and
+        // the cloud-init volume is left without a disk.
+        has(&errs, "spec.domain.devices.disks[1].name", FieldErrorKind::Duplicate);
+        has(&errs, "spec.volumes[1].name", FieldErrorKind::Invalid);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+    }
+
+    #[test]
+    fn volume_names_are_unique() {
+        let errs = errors(|v| v["volumes"][1]["name"] = json!("containerdisk"));
+        has(&errs, "spec.volumes[1].name", FieldErrorKind::Duplicate);
+        has(&errs, "spec.domain.devices.disks[1].name", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        let errs = errors(|v| {
+            v["volumes"][0]["name"] = json!("Root_Disk");
+            v["domain"]["devices"]["disks"][0]["name"] = json!("Root_Disk");
+        });
+        has(&errs, "spec.volumes[0].name", FieldErrorKind::Invalid);
+        has(&errs, "spec.domain.devices.disks[0].name", FieldErrorKind::Invalid);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        let errs = errors(|v| {
+            v["networks"][0]["name"] = json!("Default");
+            v["domain"]["devices"]["interfaces"][0]["name"] = json!("Default");
+        });
+        has(&errs, "spec.networks[0].name", FieldErrorKind::Invalid);
+        has(&errs, "spec.domain.devices.interfaces[0].name", FieldErrorKind::Invalid);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+    }
+
+    #[test]
+    fn volume_needs_exactly_one_source() {
+        let errs = errors(|v| v["volumes"][0] = json!({"name": "containerdisk"}));
+        only(&errs, "spec.volumes[0]", FieldErrorKind::Required);
+        let errs = errors(|v| v["volumes"][0]["emptyDisk"] = json!({"capacity": "1Gi"}));
+        let msg = only(&errs, "spec.volumes[0]", FieldErrorKind::Invalid);
+        assert!(msg.contains("containerDisk, emptyDisk"), "{msg}");
+    }
+
+    #[test]
+    fn unsupported_volume_sources_are_refused_by_name() {
+        let sources = [
+            ("persistentVolumeClaim", json!({"claimName": "pvc"})),
+            ("dataVolume", json!({"name": "dv"})),
+            ("ephemeral", json!({"persistentVolumeClaim": {"claimName": "pvc"}})),
+            ("configMap", json!({"name": "cm"})),
+            ("secret", json!({"secretName": "s"})),
+            ("serviceAccount", json!({"serviceAccountName": "default"})),
+            ("downwardAPI", json!({"fields": []})),
+            ("downwardMetrics", json!({})),
+            ("sysprep", json!({"secret": {"name": "s"}})),
+            ("memoryDump", json!({"claimName": "pvc"})),
+            ("cloudInitConfigDrive", json!({"userData": "#cloud-config"})),
+        ];
+        for (kind, source) in sources {
+            let errs = errors(|v| volume(v, json!({"name": "extra", kind: source})));
+            let msg = only(&errs, &format!("spec.volumes[2].{kind}"), FieldErrorKind::NotSupported);
+            assert_eq!(msg, format!("volume source {kind} is not supported by ferrovirt yet"));
+        }
+    }
+
+    #[test]
+    fn container_disk() {
+        let errs = errors(|v| v["volumes"][0]["containerDisk"]["image"] = json!(""));
+        only(&errs, "spec.volumes[0].containerDisk.image", FieldErrorKind::Required);
+        let errs = errors(|v| v["volumes"][0]["containerDisk"]["imagePullPolicy"] = json!("Sometimes"));
+        only(&errs, "spec.volumes[0].containerDisk.imagePullPolicy", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["volumes"][0]["containerDisk"]["path"] = json!("disk/../../etc"));
+        only(&errs, "spec.volumes[0].containerDisk.path", FieldErrorKind::Invalid);
+        let decode_err = decode::<VirtualMachineInstanceSpec>({
+            let mut v = base();
+            v["volumes"][0]["containerDisk"] = json!({});
+            v
+        })
+        .unwrap_err();
+        assert_eq!(decode_err.path, "volumes[0].containerDisk.image");
+        assert_eq!(decode_err.kind, FieldErrorKind::Required);
+    }
+
+    #[test]
+    fn cloud_init_user_data_sources() {
+        let c = "spec.volumes[1].cloudInitNoCloud";
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userDataBase64"] = json!("SGkuXG4="));
+        only(&errs, c, FieldErrorKind::Invalid);
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({}));
+        only(&errs, c, FieldErrorKind::Required);
+        assert_eq!(errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"secretRef": {"name": "ud"}})), vec![]);
+        assert_eq!(errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": "SGkuXG4="})), vec![]);
+        assert_eq!(
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"networkData": "version: 2\n"})),
+            vec![],
+            "network data alone is accepted, as in KubeVirt"
+        );
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"secretRef": {}}));
+        has(&errs, "spec.volumes[1].cloudInitNoCloud.secretRef.name", FieldErrorKind::Required);
+        let errs = errors(|v| {
+            v["volumes"][1]["cloudInitNoCloud"]["networkData"] = json!("version: 2");
+            v["volumes"][1]["cloudInitNoCloud"]["networkDataBase64"] = json!("dmVyc2lvbjogMg==");
+        });
+        only(&errs, c, FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn cloud_init_base64_and_size() {
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": "not base64!"}));
+        only(&errs, "spec.volumes[1].cloudInitNoCloud.userDataBase64", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"networkDataBase64": "%%%"}));
+        only(&errs, "spec.volumes[1].cloudInitNoCloud.networkDataBase64", FieldErrorKind::Invalid);
+        let max = "x".repeat(CLOUD_INIT_DATA_MAX_BYTES);
+        assert_eq!(errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userData"] = json!(max)), vec![]);
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userData"] = json!(format!("{max}x")));
+        only(&errs, "spec.volumes[1].cloudInitNoCloud.userData", FieldErrorKind::TooLong);
+        let big = base64::engine::general_purpose::STANDARD.encode(vec![b'a'; CLOUD_INIT_DATA_MAX_BYTES + 1]);
+        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": big}));
+        only(&errs, "spec.volumes[1].cloudInitNoCloud.userDataBase64", FieldErrorKind::TooLong);
+    }
+
+    #[test]
+    fn one_cloud_init_volume() {
+        let errs = errors(|v| volume(v, json!({"name": "ci2", "cloudInitNoCloud": {"userData": "#cloud-config"}})));
+        only(&errs, "spec.volumes[2].cloudInitNoCloud", FieldErrorKind::Duplicate);
+    }
+
+    #[test]
+    fn empty_disk() {
+        assert_eq!(errors(|v| volume(v, json!({"name": "scratch", "emptyDisk": {"capacity": "2Gi"}}))), vec![]);
+        let errs = errors(|v| volume(v, json!({"name": "scratch", "emptyDisk": {}})));
+        only(&errs, "spec.volumes[2].emptyDisk.capacity", FieldErrorKind::Required);
+        let errs = errors(|v| volume(v, json!({"name": "scratch", "emptyDisk": {"capacity": "2GB"}})));
+        only(&errs, "spec.volumes[2].emptyDisk.capacity", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn host_disk() {
+        assert_eq!(
+            errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/var/lib/d.img", "type": "DiskOrCreate", "capacity": "1Gi"}}))),
+            vec![]
+        );
+        assert_eq!(errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Disk"}}))), vec![]);
+        let errs = errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "d.img", "type": "Disk"}})));
+        only(&errs, "spec.volumes[2].hostDisk.path", FieldErrorKind::Invalid);
+        let errs = errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "DiskOrCreate"}})));
+        only(&errs, "spec.volumes[2].hostDisk.capacity", FieldErrorKind::Required);
+        let errs = errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Disk", "capacity": "1Gi"}})));
+        only(&errs, "spec.volumes[2].hostDisk.capacity", FieldErrorKind::Invalid);
+        let mut bad_type = base();
+        volume(&mut bad_type, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Directory"}}));
+        let err = decode::<VirtualMachineInstanceSpec>(bad_type).unwrap_err();
+        assert_eq!((err.path.as_str(), err.kind), ("volumes[2].hostDisk.type", FieldErrorKind::NotSupported));
+    }
+
+    #[test]
+    fn disk_targets_and_buses() {
+        let d = "spec.domain.devices.disks[0]";
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["cdrom"] = json!({}));
+        only(&errs, d, FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "lun": {}}));
+        only(&errs, &format!("{d}.lun"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["bus"] = json!("ide"));
+        only(&errs, &format!("{d}.disk.bus"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["bus"] = json!("floppy"));
+        only(&errs, &format!("{d}.disk.bus"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "cdrom": {"bus": "virtio"}}));
+        only(&errs, &format!("{d}.cdrom.bus"), FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "cdrom": {"tray": "ajar"}}));
+        only(&errs, &format!("{d}.cdrom.tray"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"] = json!({"bus": "sata", "readonly": true}));
+        only(&errs, &format!("{d}.disk.readonly"), FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"] = json!({"bus": "sata", "pciAddress": "0000:81:01.0"}));
+        only(&errs, &format!("{d}.disk.pciAddress"), FieldErrorKind::Invalid);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["pciAddress"] = json!("81:01.0"));
+        only(&errs, &format!("{d}.disk.pciAddress"), FieldErrorKind::Invalid);
+        assert_eq!(errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["pciAddress"] = json!("0000:81:01.0")), vec![]);
+    }
+
+    #[test]
+    fn disk_options() {
+        let d = "spec.domain.devices.disks[0]";
+        let cases = [
+            ("cache", json!("unsafe"), "cache", FieldErrorKind::NotSupported),
+            ("io", json!("io_uring"), "io", FieldErrorKind::NotSupported),
+            ("errorPolicy", json!("explode"), "errorPolicy", FieldErrorKind::NotSupported),
+            ("serial", json!("bad serial"), "serial", FieldErrorKind::Invalid),
+            ("changedBlockTracking", json!(true), "changedBlockTracking", FieldErrorKind::NotSupported),
+            ("blockSize", json!({"custom": {"logical": 1000}}), "blockSize.custom.logical", FieldErrorKind::Invalid),
+        ];
+        for (field, value, path, kind) in cases {
+            let errs = errors(|v| v["domain"]["devices"]["disks"][0][field] = value);
+            only(&errs, &format!("{d}.{path}"), kind);
+        }
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "disk": {"bus": "sata"}, "dedicatedIOThread": true})
+        });
+        only(&errs, &format!("{d}.dedicatedIOThread"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["blockSize"] = json!({"custom": {"logical": 512}, "matchVolume": {}}));
+        only(&errs, &format!("{d}.blockSize"), FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn boot_order() {
+        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(0));
+        only(&errs, "spec.domain.devices.disks[0].bootOrder", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(1);
+            v["domain"]["devices"]["disks"][1]["bootOrder"] = json!(1);
+        });
+        only(&errs, "spec.domain.devices.disks[1].bootOrder", FieldErrorKind::Duplicate);
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(1);
+            v["domain"]["devices"]["interfaces"][0]["bootOrder"] = json!(1);
+        });
+        only(&errs, "spec.domain.devices.interfaces[0].bootOrder", FieldErrorKind::Duplicate);
+        assert_eq!(
+            errors(|v| {
+                v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(1);
+                v["domain"]["devices"]["interfaces"][0]["bootOrder"] = json!(2);
+            }),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn interfaces_and_networks_pair_up() {
+        let errs = errors(|v| v["domain"]["devices"]["interfaces"][0]["name"] = json!("other"));
+        has(&errs, "spec.domain.devices.interfaces[0].name", FieldErrorKind::Invalid);
+        has(&errs, "spec.networks[0].name", FieldErrorKind::Invalid);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        let errs = errors(|v| v["domain"]["devices"]["interfaces"] = json!([]));
+        only(&errs, "spec.networks[0].name", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["domain"]["devices"]["interfaces"].as_array_mut().unwrap().push(json!({"name": "default", "masquerade": {}}))
+        });
+        only(&errs, "spec.domain.devices.interfaces[1].name", FieldErrorKind::Duplicate);
+        let errs = errors(|v| v["networks"].as_array_mut().unwrap().push(json!({"name": "default", "pod": {}})));
+        has(&errs, "spec.networks[1].name", FieldErrorKind::Duplicate);
+    }
+
+    #[test]
+    fn one_pod_network() {
+        let errs = errors(|v| {
+            v["networks"].as_array_mut().unwrap().push(json!({"name": "second", "pod": {}}));
+            v["domain"]["devices"]["interfaces"].as_array_mut().unwrap().push(json!({"name": "second", "masquerade": {}}));
+        });
+        only(&errs, "spec.networks[1].pod", FieldErrorKind::Duplicate);
+    }
+
+    #[test]
+    fn network_sources() {
+        let errs = errors(|v| v["networks"][0] = json!({"name": "default"}));
+        only(&errs, "spec.networks[0]", FieldErrorKind::Required);
+        let errs = errors(|v| {
+            v["networks"].as_array_mut().unwrap().push(json!({"name": "blue", "multus": {"networkName": "blue-net"}}));
+            v["domain"]["devices"]["interfaces"].as_array_mut().unwrap().push(json!({"name": "blue", "bridge": {}}));
+        });
+        has(&errs, "spec.networks[1].multus", FieldErrorKind::NotSupported);
+        has(&errs, "spec.domain.devices.interfaces[1].bridge", FieldErrorKind::NotSupported);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        let errs = errors(|v| v["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.0.2.0/31"}));
+        only(&errs, "spec.networks[0].pod.vmNetworkCIDR", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["networks"][0]["pod"] = json!({"vmIPv6NetworkCIDR": "10.0.2.0/24"}));
+        only(&errs, "spec.networks[0].pod.vmIPv6NetworkCIDR", FieldErrorKind::Invalid);
+        assert_eq!(
+            errors(|v| v["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.11.12.0/24", "vmIPv6NetworkCIDR": "fd10:0:2::/120"})),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn interface_bindings() {
+        let i = "spec.domain.devices.interfaces[0]";
+        for binding in ["bridge", "sriov", "passtBinding"] {
+            let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", binding: {}}));
+            let msg = only(&errs, &format!("{i}.{binding}"), FieldErrorKind::NotSupported);
+            assert_eq!(msg, format!("interface binding {binding} is not supported by ferrovirt yet"));
+        }
+        let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", "binding": {"name": "passt"}}));
+        only(&errs, &format!("{i}.binding"), FieldErrorKind::NotSupported);
+        for removed in ["slirp", "macvtap", "passt"] {
+            let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", removed: {}}));
+            let msg = only(&errs, &format!("{i}.{removed}"), FieldErrorKind::NotSupported);
+            assert!(msg.contains("removed"), "{msg}");
+        }
+        let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default"}));
+        only(&errs, i, FieldErrorKind::Required);
+        let errs = errors(|v| v["domain"]["devices"]["interfaces"][0]["bridge"] = json!({}));
+        has(&errs, i, FieldErrorKind::Invalid);
+        has(&errs, &format!("{i}.bridge"), FieldErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn interface_details() {
+        let i = "spec.domain.devices.interfaces[0]";
+        let cases = [
+            ("model", json!("e1001"), "model", FieldErrorKind::NotSupported),
+            ("macAddress", json!("de:ad:be:ef"), "macAddress", FieldErrorKind::Invalid),
+            ("pciAddress", json!("zz"), "pciAddress", FieldErrorKind::Invalid),
+            ("ports", json!([{"port": 0}]), "ports[0].port", FieldErrorKind::Invalid),
+            ("ports", json!([{"port": 80, "protocol": "SCTP"}]), "ports[0].protocol", FieldErrorKind::NotSupported),
+            ("ports", json!([{"port": 80, "name": "HTTP"}]), "ports[0].name", FieldErrorKind::Invalid),
+            ("ports", json!([{"port": 80, "name": "http"}, {"port": 81, "name": "http"}]), "ports[1].name", FieldErrorKind::Duplicate),
+            ("acpiIndex", json!(0), "acpiIndex", FieldErrorKind::Invalid),
+            ("state", json!("absent"), "state", FieldErrorKind::NotSupported),
+            ("state", json!("sideways"), "state", FieldErrorKind::NotSupported),
+            ("dhcpOptions", json!({"privateOptions": [{"option": 12, "value": "x"}]}), "dhcpOptions.privateOptions[0].option", FieldErrorKind::Invalid),
+            ("dhcpOptions", json!({"ntpServers": ["ntp.example"]}), "dhcpOptions.ntpServers[0]", FieldErrorKind::Invalid),
+        ];
+        for (field, value, path, kind) in cases {
+            let errs = errors(|v| v["domain"]["devices"]["interfaces"][0][field] = value);
+            only(&errs, &format!("{i}.{path}"), kind);
+        }
+        assert_eq!(
+            errors(|v| {
+                let iface = &mut v["domain"]["devices"]["interfaces"][0];
+                iface["model"] = json!("e1000e");
+                iface["macAddress"] = json!("DE-AD-00-00-BE-AF");
+                iface["ports"] = json!([{"name": "ssh", "port": 22}, {"port": 53, "protocol": "UDP"}]);
+                iface["state"] = json!("up");
+            }),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn duplicate_mac_addresses() {
+        let errs = errors(|v| {
+            v["networks"] = json!([{"name": "default", "pod": {}}, {"name": "b", "pod": {}}]);
+            v["domain"]["devices"]["interfaces"] = json!([
+                {"name": "default", "masquerade": {}, "macAddress": "de:ad:00:00:be:af"},
+                {"name": "b", "masquerade": {}, "macAddress": "DE-AD-00-00-BE-AF"}
+            ]);
+        });
+        has(&errs, "spec.domain.devices.interfaces[1].macAddress", FieldErrorKind::Duplicate);
+    }
+
+    #[test]
+    fn other_devices() {
+        let dv = "spec.domain.devices";
+        let errs = errors(|v| v["domain"]["devices"]["downwardMetrics"] = json!({}));
+        only(&errs, &format!("{dv}.downwardMetrics"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["autoattachVSOCK"] = json!(true));
+        only(&errs, &format!("{dv}.autoattachVSOCK"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["watchdog"] = json!({"name": "w", "diag288": {}}));
+        only(&errs, &format!("{dv}.watchdog.diag288"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["watchdog"] = json!({"name": "w", "i6300esb": {"action": "explode"}}));
+        only(&errs, &format!("{dv}.watchdog.i6300esb.action"), FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["domain"]["devices"]["inputs"] = json!([{"name": "k", "type": "keyboard"}]));
+        only(&errs, &format!("{dv}.inputs[0].type"), FieldErrorKind::NotSupported);
+        assert_eq!(
+            errors(|v| {
+                v["domain"]["devices"]["rng"] = json!({});
+                v["domain"]["devices"]["autoattachSerialConsole"] = json!(true);
+                v["domain"]["devices"]["inputs"] = json!([{"name": "tablet", "bus": "usb", "type": "tablet"}]);
+                v["domain"]["devices"]["watchdog"] = json!({"name": "w", "i6300esb": {"action": "poweroff"}});
+            }),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn lifecycle_and_identity_fields() {
+        let errs = errors(|v| v["terminationGracePeriodSeconds"] = json!(-1));
+        only(&errs, "spec.terminationGracePeriodSeconds", FieldErrorKind::Invalid);
+        assert_eq!(errors(|v| v["terminationGracePeriodSeconds"] = json!(0)), vec![]);
+        let errs = errors(|v| v["hostname"] = json!("my_host"));
+        only(&errs, "spec.hostname", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["subdomain"] = json!("-bad"));
+        only(&errs, "spec.subdomain", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["architecture"] = json!("arm64"));
+        only(&errs, "spec.architecture", FieldErrorKind::NotSupported);
+        assert_eq!(errors(|v| v["architecture"] = json!("amd64")), vec![]);
+    }
+
+    #[test]
+    fn probes_and_access_credentials_are_refused() {
+        for field in ["livenessProbe", "readinessProbe"] {
+            let errs = errors(|v| v[field] = json!({"tcpSocket": {"port": 22}, "initialDelaySeconds": 5}));
+            let msg = only(&errs, &format!("spec.{field}"), FieldErrorKind::NotSupported);
+            assert_eq!(msg, format!("{field} is not supported by ferrovirt yet"));
+        }
+        let errs = errors(|v| {
+            v["accessCredentials"] = json!([{"sshPublicKey": {"source": {"secret": {"secretName": "k"}}, "propagationMethod": {"noCloud": {}}}}])
+        });
+        only(&errs, "spec.accessCredentials", FieldErrorKind::NotSupported);
+    }
+
+    #[test]
+    fn scheduling_fields() {
+        let errs = errors(|v| v["nodeSelector"] = json!({"bad key": "x"}));
+        only(&errs, "spec.nodeSelector", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["tolerations"] = json!([{"key": "k", "operator": "Exists", "value": "v"}]));
+        only(&errs, "spec.tolerations[0].value", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["tolerations"] = json!([{"operator": "Equal", "value": "v"}]));
+        only(&errs, "spec.tolerations[0].operator", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["tolerations"] = json!([{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]));
+        only(&errs, "spec.tolerations[0].tolerationSeconds", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["tolerations"] = json!([{"key": "k", "effect": "Sometimes"}]));
+        only(&errs, "spec.tolerations[0].effect", FieldErrorKind::NotSupported);
+        assert_eq!(
+            errors(|v| {
+                v["nodeSelector"] = json!({"kubernetes.io/hostname": "n1"});
+                v["tolerations"] = json!([{"operator": "Exists"}, {"key": "k", "value": "v", "effect": "NoExecute", "tolerationSeconds": 30}]);
+                v["evictionStrategy"] = json!("LiveMigrate");
+                v["startStrategy"] = json!("Paused");
+            }),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn dns() {
+        let errs = errors(|v| v["dnsPolicy"] = json!("Sometimes"));
+        only(&errs, "spec.dnsPolicy", FieldErrorKind::NotSupported);
+        let errs = errors(|v| v["dnsPolicy"] = json!("None"));
+        only(&errs, "spec.dnsConfig.nameservers", FieldErrorKind::Required);
+        let errs = errors(|v| v["dnsConfig"] = json!({"nameservers": ["one.one.one.one"]}));
+        only(&errs, "spec.dnsConfig.nameservers[0]", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["dnsConfig"] = json!({"nameservers": ["1.1.1.1", "8.8.8.8", "9.9.9.9", "::1"]}));
+        only(&errs, "spec.dnsConfig.nameservers", FieldErrorKind::Invalid);
+        let errs = errors(|v| v["dnsConfig"] = json!({"searches": ["Bad_Domain"]}));
+        only(&errs, "spec.dnsConfig.searches[0]", FieldErrorKind::Invalid);
+        assert_eq!(
+            errors(|v| {
+                v["dnsPolicy"] = json!("None");
+                v["dnsConfig"] = json!({"nameservers": ["10.0.0.10", "fd00::10"], "searches": ["svc.cluster.local."], "options": [{"name": "ndots", "value": "2"}]});
+            }),
+            vec![]
+        );
+    }
+
+    fn vmi(spec: Value) -> VirtualMachineInstance {
+        decode(json!({"metadata": {"name": "vmi1", "namespace": "default"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn vmi_create_checks_meta_and_spec() {
+        assert_eq!(validate_vmi(&vmi(base()), None), vec![]);
+        let mut bad = vmi(base());
+        bad.metadata.name = Some("Bad".into());
+        bad.spec.termination_grace_period_seconds = Some(-5);
+        let errs = validate_vmi(&bad, None);
+        has(&errs, "metadata.name", FieldErrorKind::Invalid);
+        has(&errs, "spec.terminationGracePeriodSeconds", FieldErrorKind::Invalid);
+    }
+
+    #[test]
+    fn vmi_spec_is_immutable() {
+        let old = vmi(base());
+        let mut new = old.clone();
+        new.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        new.status = Some(Default::default());
+        assert_eq!(validate_vmi(&new, Some(&old)), vec![]);
+        new.spec.domain.resources.requests = Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("128Mi".into()))].into());
+        new.spec.hostname = Some("h".into());
+        let errs = validate_vmi(&new, Some(&old));
+        let msg = only(&errs, "spec", FieldErrorKind::Forbidden);
+        assert!(msg.starts_with("spec.domain, spec.hostname may not be changed"), "{msg}");
+        assert_eq!(validate_vmi_update(&new, &old).len(), 1);
+    }
 }
