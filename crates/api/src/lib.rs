@@ -12,6 +12,8 @@
 //! ferrovirt reports the per-VM memory overhead it computes in
 //! `VirtualMachineInstance.status.memory.memoryOverhead` ([`kubevirt::MemoryStatus`]).
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod kubevirt;
 pub mod quantity;
@@ -23,7 +25,8 @@ pub use k8s_openapi;
 
 pub use admission::{decode, FieldError, FieldErrorKind};
 pub use kubevirt::{
-    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration, VirtualMachineInstanceReplicaSet,
+    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceMigration,
+    VirtualMachineInstanceReplicaSet,
 };
 
 /// The API group of the KubeVirt kinds.

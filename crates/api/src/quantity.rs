@@ -226,8 +226,13 @@ pub fn compare_quantities(a: &str, b: &str) -> Result<std::cmp::Ordering, Quanti
     if sa != sb || sa == 0 {
         return Ok(sa.cmp(&sb));
     }
-    let magnitude = compare_magnitude(pa, pb).ok_or_else(|| QuantityError::OutOfRange(format!("{a} / {b}")))?;
-    Ok(if sa < 0 { magnitude.reverse() } else { magnitude })
+    let magnitude =
+        compare_magnitude(pa, pb).ok_or_else(|| QuantityError::OutOfRange(format!("{a} / {b}")))?;
+    Ok(if sa < 0 {
+        magnitude.reverse()
+    } else {
+        magnitude
+    })
 }
 
 fn compare_magnitude(a: Parsed, b: Parsed) -> Option<std::cmp::Ordering> {
@@ -238,7 +243,10 @@ fn compare_magnitude(a: Parsed, b: Parsed) -> Option<std::cmp::Ordering> {
     let ea = u32::try_from(a.exp10 - min).ok()?;
     let eb = u32::try_from(b.exp10 - min).ok()?;
     // Whichever side needs a factor too big to represent is the larger one (both are non-zero).
-    match (pow10(ea).and_then(|f| na.checked_mul(f)), pow10(eb).and_then(|f| nb.checked_mul(f))) {
+    match (
+        pow10(ea).and_then(|f| na.checked_mul(f)),
+        pow10(eb).and_then(|f| nb.checked_mul(f)),
+    ) {
         (Some(x), Some(y)) => Some(x.cmp(&y)),
         (None, Some(_)) => Some(std::cmp::Ordering::Greater),
         (Some(_), None) => Some(std::cmp::Ordering::Less),
@@ -249,7 +257,14 @@ fn compare_magnitude(a: Parsed, b: Parsed) -> Option<std::cmp::Ordering> {
 /// Formats a byte count the way Kubernetes prints binary-SI quantities: the largest
 /// suffix that divides it exactly (`268435456` → `"256Mi"`, `1000` → `"1000"`).
 pub fn format_bytes(bytes: u64) -> String {
-    const SUFFIXES: [(&str, u32); 6] = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
+    const SUFFIXES: [(&str, u32); 6] = [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ];
     if bytes != 0 {
         for (suffix, shift) in SUFFIXES {
             if bytes.trailing_zeros() >= shift {
@@ -262,7 +277,7 @@ pub fn format_bytes(bytes: u64) -> String {
 
 /// Formats thousandths as a decimal quantity: `500` → `"500m"`, `2000` → `"2"`.
 pub fn format_millis(millis: u64) -> String {
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         (millis / 1000).to_string()
     } else {
         format!("{millis}m")
@@ -333,19 +348,49 @@ mod tests {
     #[test]
     fn errors_are_clear() {
         assert_eq!(parse_quantity_bytes(""), Err(QuantityError::Empty));
-        assert_eq!(parse_quantity_bytes("Mi"), Err(QuantityError::InvalidNumber("Mi".into())));
-        assert_eq!(parse_quantity_bytes("."), Err(QuantityError::InvalidNumber(".".into())));
+        assert_eq!(
+            parse_quantity_bytes("Mi"),
+            Err(QuantityError::InvalidNumber("Mi".into()))
+        );
+        assert_eq!(
+            parse_quantity_bytes("."),
+            Err(QuantityError::InvalidNumber(".".into()))
+        );
         assert_eq!(
             parse_quantity_bytes("1MB"),
-            Err(QuantityError::InvalidSuffix { quantity: "1MB".into(), suffix: "MB".into() })
+            Err(QuantityError::InvalidSuffix {
+                quantity: "1MB".into(),
+                suffix: "MB".into()
+            })
         );
-        assert!(matches!(parse_quantity_bytes("1e"), Err(QuantityError::InvalidSuffix { .. })));
-        assert!(matches!(parse_quantity_bytes("1e+"), Err(QuantityError::InvalidSuffix { .. })));
-        assert!(matches!(parse_quantity_bytes("1e1.5"), Err(QuantityError::InvalidSuffix { .. })));
-        assert!(matches!(parse_quantity_bytes("1.2.3"), Err(QuantityError::InvalidSuffix { .. })));
-        assert_eq!(parse_quantity_bytes("-1Gi"), Err(QuantityError::Negative("-1Gi".into())));
-        assert_eq!(parse_quantity_bytes("16Ei"), Err(QuantityError::OutOfRange("16Ei".into())));
-        assert_eq!(parse_quantity_bytes("1e100"), Err(QuantityError::OutOfRange("1e100".into())));
+        assert!(matches!(
+            parse_quantity_bytes("1e"),
+            Err(QuantityError::InvalidSuffix { .. })
+        ));
+        assert!(matches!(
+            parse_quantity_bytes("1e+"),
+            Err(QuantityError::InvalidSuffix { .. })
+        ));
+        assert!(matches!(
+            parse_quantity_bytes("1e1.5"),
+            Err(QuantityError::InvalidSuffix { .. })
+        ));
+        assert!(matches!(
+            parse_quantity_bytes("1.2.3"),
+            Err(QuantityError::InvalidSuffix { .. })
+        ));
+        assert_eq!(
+            parse_quantity_bytes("-1Gi"),
+            Err(QuantityError::Negative("-1Gi".into()))
+        );
+        assert_eq!(
+            parse_quantity_bytes("16Ei"),
+            Err(QuantityError::OutOfRange("16Ei".into()))
+        );
+        assert_eq!(
+            parse_quantity_bytes("1e100"),
+            Err(QuantityError::OutOfRange("1e100".into()))
+        );
         assert!(parse_quantity_bytes("1e9999999").is_err());
         let msg = parse_quantity_bytes("1MB").unwrap_err().to_string();
         assert!(msg.contains("\"MB\""), "{msg}");

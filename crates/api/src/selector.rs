@@ -32,7 +32,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -54,14 +57,48 @@ mod tests {
                 expr("legacy", "DoesNotExist", &[]),
             ]),
         };
-        assert!(label_selector_matches(&sel, &labels(&[("app", "web"), ("tier", "edge"), ("team", "a")])));
-        assert!(!label_selector_matches(&sel, &labels(&[("app", "db"), ("tier", "edge"), ("team", "a")])));
-        assert!(!label_selector_matches(&sel, &labels(&[("app", "web"), ("tier", "back"), ("team", "a")])));
-        assert!(!label_selector_matches(&sel, &labels(&[("app", "web"), ("tier", "edge"), ("team", "a"), ("env", "prod")])));
-        assert!(!label_selector_matches(&sel, &labels(&[("app", "web"), ("tier", "edge")])));
-        assert!(!label_selector_matches(&sel, &labels(&[("app", "web"), ("tier", "edge"), ("team", "a"), ("legacy", "")])));
-        assert!(label_selector_matches(&LabelSelector::default(), &labels(&[])));
-        let bad = LabelSelector { match_expressions: Some(vec![expr("a", "Near", &[])]), ..Default::default() };
+        assert!(label_selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "edge"), ("team", "a")])
+        ));
+        assert!(!label_selector_matches(
+            &sel,
+            &labels(&[("app", "db"), ("tier", "edge"), ("team", "a")])
+        ));
+        assert!(!label_selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "back"), ("team", "a")])
+        ));
+        assert!(!label_selector_matches(
+            &sel,
+            &labels(&[
+                ("app", "web"),
+                ("tier", "edge"),
+                ("team", "a"),
+                ("env", "prod")
+            ])
+        ));
+        assert!(!label_selector_matches(
+            &sel,
+            &labels(&[("app", "web"), ("tier", "edge")])
+        ));
+        assert!(!label_selector_matches(
+            &sel,
+            &labels(&[
+                ("app", "web"),
+                ("tier", "edge"),
+                ("team", "a"),
+                ("legacy", "")
+            ])
+        ));
+        assert!(label_selector_matches(
+            &LabelSelector::default(),
+            &labels(&[])
+        ));
+        let bad = LabelSelector {
+            match_expressions: Some(vec![expr("a", "Near", &[])]),
+            ..Default::default()
+        };
         assert!(!label_selector_matches(&bad, &labels(&[("a", "b")])));
     }
 }

@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn invalid_vm_status() {
         let errors = vec![
-            FieldError::invalid("spec.running", "true: running and runStrategy are mutually exclusive"),
+            FieldError::invalid(
+                "spec.running",
+                "true: running and runStrategy are mutually exclusive",
+            ),
             FieldError::not_supported_yet("spec.dataVolumeTemplates", "dataVolumeTemplates"),
         ];
         let status = invalid::<VirtualMachine>("vm1", &errors);

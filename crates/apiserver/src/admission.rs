@@ -123,18 +123,16 @@ impl Admission {
             Admission::VirtualMachine => {
                 let mut vm: VirtualMachine = api::decode(obj).map_err(|e| causes(vec![e]))?;
                 let old: Option<VirtualMachine> = old.and_then(|o| serde_json::from_value(o.clone()).ok());
-                if op == Operation::Create {
-                    api::default_vm(&mut vm);
-                }
+                // Defaulting is idempotent; running it on updates too keeps a PUT of the original
+                // manifest from dropping defaults (such as the firmware UUID derived from the name).
+                api::default_vm(&mut vm);
                 check(api::validate_vm(&vm, old.as_ref()))?;
                 encode(&vm)
             }
             Admission::VirtualMachineInstance => {
                 let mut vmi: VirtualMachineInstance = api::decode(obj).map_err(|e| causes(vec![e]))?;
                 let old: Option<VirtualMachineInstance> = old.and_then(|o| serde_json::from_value(o.clone()).ok());
-                if op == Operation::Create {
-                    api::default_vmi(&mut vmi);
-                }
+                api::default_vmi(&mut vmi);
                 check(api::validate_vmi(&vmi, old.as_ref()))?;
                 encode(&vmi)
             }

@@ -8,9 +8,10 @@
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::kubevirt::{
-    CdromTarget, Cpu, DiskTarget, Empty, FeatureApic, FeatureHyperv, FeatureState, Features, Firmware, Interface,
-    LunTarget, Machine, Memory, Network, PodNetwork, Timer, VirtualMachine, VirtualMachineInstance,
-    VirtualMachineInstanceReplicaSet, VirtualMachineInstanceSpec, WatchdogAction,
+    CdromTarget, Cpu, DiskTarget, Empty, FeatureApic, FeatureHyperv, FeatureState, Features,
+    Firmware, Interface, LunTarget, Machine, Memory, Network, PodNetwork, Timer, VirtualMachine,
+    VirtualMachineInstance, VirtualMachineInstanceReplicaSet, VirtualMachineInstanceSpec,
+    WatchdogAction,
 };
 use crate::quantity::parse_quantity_millis;
 
@@ -22,7 +23,8 @@ pub const DEFAULT_MACHINE_TYPE: &str = "q35";
 pub const DEFAULT_NETWORK_NAME: &str = "default";
 
 /// KubeVirt's namespace for name-derived firmware UUIDs (`CalculateLegacyUUID`).
-const FIRMWARE_UUID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1a24a1_4061_4607_8bf4_a3963d0c5895);
+const FIRMWARE_UUID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6a1a24a1_4061_4607_8bf4_a3963d0c5895);
 
 /// The SMBIOS UUID KubeVirt derives from a VM name (a UUIDv5), stable across restarts.
 pub fn firmware_uuid_for_name(name: &str) -> String {
@@ -109,7 +111,10 @@ pub fn default_vmi_spec(spec: &mut VirtualMachineInstanceSpec) {
     // Memory: request and guest fill each other in.
     let guest = domain.memory.as_ref().and_then(|m| m.guest.clone());
     if domain.resources.request("memory").is_none() {
-        if let Some(q) = guest.clone().or_else(|| domain.resources.limit("memory").cloned()) {
+        if let Some(q) = guest
+            .clone()
+            .or_else(|| domain.resources.limit("memory").cloned())
+        {
             domain
                 .resources
                 .requests
@@ -131,7 +136,12 @@ pub fn default_vmi_spec(spec: &mut VirtualMachineInstanceSpec) {
         if let Some(target) = &mut disk.disk {
             target.bus.get_or_insert_with(|| "virtio".to_string());
         }
-        if let Some(CdromTarget { bus, readonly, tray }) = &mut disk.cdrom {
+        if let Some(CdromTarget {
+            bus,
+            readonly,
+            tray,
+        }) = &mut disk.cdrom
+        {
             bus.get_or_insert_with(|| "sata".to_string());
             readonly.get_or_insert(true);
             tray.get_or_insert_with(|| "closed".to_string());
@@ -169,7 +179,14 @@ pub fn default_vmi_spec(spec: &mut VirtualMachineInstanceSpec) {
     }
 
     // Timers.
-    if let Some(Timer { hpet, kvm, pit, rtc, hyperv }) = domain.clock.as_mut().and_then(|c| c.timer.as_mut()) {
+    if let Some(Timer {
+        hpet,
+        kvm,
+        pit,
+        rtc,
+        hyperv,
+    }) = domain.clock.as_mut().and_then(|c| c.timer.as_mut())
+    {
         if let Some(t) = hpet {
             t.present.get_or_insert(true);
         }
@@ -192,7 +209,10 @@ pub fn default_vmi_spec(spec: &mut VirtualMachineInstanceSpec) {
         if watchdog.i6300esb.is_none() && watchdog.diag288.is_none() {
             watchdog.i6300esb = Some(WatchdogAction::default());
         }
-        for action in [&mut watchdog.i6300esb, &mut watchdog.diag288].into_iter().flatten() {
+        for action in [&mut watchdog.i6300esb, &mut watchdog.diag288]
+            .into_iter()
+            .flatten()
+        {
             action.action.get_or_insert_with(|| "reset".to_string());
         }
     }
@@ -276,7 +296,10 @@ mod tests {
 
     fn spec_with_memory(q: &str) -> VirtualMachineInstanceSpec {
         let mut spec = VirtualMachineInstanceSpec::default();
-        spec.domain.resources.requests = Some(BTreeMap::from([("memory".to_string(), Quantity(q.to_string()))]));
+        spec.domain.resources.requests = Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity(q.to_string()),
+        )]));
         spec
     }
 
@@ -294,20 +317,43 @@ mod tests {
     fn basic_defaults() {
         let mut spec = spec_with_memory("64Mi");
         spec.domain.devices.disks = Some(vec![
-            Disk { name: "root".into(), ..Default::default() },
-            Disk { name: "iso".into(), cdrom: Some(CdromTarget::default()), ..Default::default() },
-            Disk { name: "lun".into(), lun: Some(LunTarget::default()), ..Default::default() },
+            Disk {
+                name: "root".into(),
+                ..Default::default()
+            },
+            Disk {
+                name: "iso".into(),
+                cdrom: Some(CdromTarget::default()),
+                ..Default::default()
+            },
+            Disk {
+                name: "lun".into(),
+                lun: Some(LunTarget::default()),
+                ..Default::default()
+            },
         ]);
         default_vmi_spec(&mut spec);
         let d = &spec.domain;
         assert_eq!(d.machine.as_ref().unwrap().type_, "q35");
         let cpu = d.cpu.as_ref().unwrap();
-        assert_eq!((cpu.sockets, cpu.cores, cpu.threads), (Some(1), Some(1), Some(1)));
-        assert_eq!(d.memory.as_ref().unwrap().guest, Some(Quantity("64Mi".into())));
+        assert_eq!(
+            (cpu.sockets, cpu.cores, cpu.threads),
+            (Some(1), Some(1), Some(1))
+        );
+        assert_eq!(
+            d.memory.as_ref().unwrap().guest,
+            Some(Quantity("64Mi".into()))
+        );
         let disks = d.devices.disks();
-        assert_eq!(disks[0].disk.as_ref().unwrap().bus.as_deref(), Some("virtio"));
+        assert_eq!(
+            disks[0].disk.as_ref().unwrap().bus.as_deref(),
+            Some("virtio")
+        );
         let cd = disks[1].cdrom.as_ref().unwrap();
-        assert_eq!((cd.bus.as_deref(), cd.readonly, cd.tray.as_deref()), (Some("sata"), Some(true), Some("closed")));
+        assert_eq!(
+            (cd.bus.as_deref(), cd.readonly, cd.tray.as_deref()),
+            (Some("sata"), Some(true), Some("closed"))
+        );
         assert_eq!(disks[2].lun.as_ref().unwrap().bus.as_deref(), Some("scsi"));
         let ifaces = d.devices.interfaces();
         assert_eq!(ifaces.len(), 1);
@@ -322,29 +368,53 @@ mod tests {
     #[test]
     fn cpu_topology_from_resources() {
         let mut spec = spec_with_memory("1Gi");
-        spec.domain.resources.limits = Some(BTreeMap::from([("cpu".to_string(), Quantity("2500m".into()))]));
+        spec.domain.resources.limits = Some(BTreeMap::from([(
+            "cpu".to_string(),
+            Quantity("2500m".into()),
+        )]));
         default_vmi_spec(&mut spec);
         let cpu = spec.domain.cpu.unwrap();
-        assert_eq!((cpu.sockets, cpu.cores, cpu.threads), (Some(3), Some(1), Some(1)));
+        assert_eq!(
+            (cpu.sockets, cpu.cores, cpu.threads),
+            (Some(3), Some(1), Some(1))
+        );
 
         let mut spec = spec_with_memory("1Gi");
-        spec.domain.cpu = Some(Cpu { cores: Some(4), ..Default::default() });
+        spec.domain.cpu = Some(Cpu {
+            cores: Some(4),
+            ..Default::default()
+        });
         default_vmi_spec(&mut spec);
         let cpu = spec.domain.cpu.unwrap();
-        assert_eq!((cpu.sockets, cpu.cores, cpu.threads), (Some(1), Some(4), Some(1)));
+        assert_eq!(
+            (cpu.sockets, cpu.cores, cpu.threads),
+            (Some(1), Some(4), Some(1))
+        );
     }
 
     #[test]
     fn memory_request_from_guest_or_limit() {
         let mut spec = VirtualMachineInstanceSpec::default();
-        spec.domain.memory = Some(Memory { guest: Some(Quantity("128Mi".into())), ..Default::default() });
+        spec.domain.memory = Some(Memory {
+            guest: Some(Quantity("128Mi".into())),
+            ..Default::default()
+        });
         default_vmi_spec(&mut spec);
-        assert_eq!(spec.domain.resources.request("memory"), Some(&Quantity("128Mi".into())));
+        assert_eq!(
+            spec.domain.resources.request("memory"),
+            Some(&Quantity("128Mi".into()))
+        );
 
         let mut spec = VirtualMachineInstanceSpec::default();
-        spec.domain.resources.limits = Some(BTreeMap::from([("memory".to_string(), Quantity("256Mi".into()))]));
+        spec.domain.resources.limits = Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("256Mi".into()),
+        )]));
         default_vmi_spec(&mut spec);
-        assert_eq!(spec.domain.resources.request("memory"), Some(&Quantity("256Mi".into())));
+        assert_eq!(
+            spec.domain.resources.request("memory"),
+            Some(&Quantity("256Mi".into()))
+        );
         assert_eq!(guest_memory(&spec), Some(&Quantity("256Mi".into())));
     }
 
@@ -357,8 +427,15 @@ mod tests {
         assert!(spec.networks.is_none());
 
         let mut spec = spec_with_memory("64Mi");
-        spec.networks = Some(vec![Network { name: "n1".into(), pod: Some(PodNetwork::default()), multus: None }]);
-        spec.domain.devices.interfaces = Some(vec![Interface { name: "n1".into(), ..Default::default() }]);
+        spec.networks = Some(vec![Network {
+            name: "n1".into(),
+            pod: Some(PodNetwork::default()),
+            multus: None,
+        }]);
+        spec.domain.devices.interfaces = Some(vec![Interface {
+            name: "n1".into(),
+            ..Default::default()
+        }]);
         default_vmi_spec(&mut spec);
         assert_eq!(spec.domain.devices.interfaces().len(), 1);
         assert!(spec.domain.devices.interfaces()[0].masquerade.is_some());
@@ -369,7 +446,9 @@ mod tests {
         let mut spec = spec_with_memory("64Mi");
         spec.domain.features = Some(Features {
             acpi: Some(FeatureState::default()),
-            smm: Some(FeatureState { enabled: Some(false) }),
+            smm: Some(FeatureState {
+                enabled: Some(false),
+            }),
             hyperv: Some(FeatureHyperv {
                 spinlocks: Some(FeatureSpinlocks::default()),
                 ..Default::default()
@@ -377,27 +456,55 @@ mod tests {
             ..Default::default()
         });
         spec.domain.clock = Some(crate::kubevirt::Clock {
-            timer: Some(Timer { kvm: Some(PresentTimer::default()), ..Default::default() }),
+            timer: Some(Timer {
+                kvm: Some(PresentTimer::default()),
+                ..Default::default()
+            }),
             ..Default::default()
         });
-        spec.domain.devices.watchdog = Some(Watchdog { name: "w".into(), ..Default::default() });
-        spec.domain.devices.inputs = Some(vec![Input { name: "tablet".into(), ..Default::default() }]);
+        spec.domain.devices.watchdog = Some(Watchdog {
+            name: "w".into(),
+            ..Default::default()
+        });
+        spec.domain.devices.inputs = Some(vec![Input {
+            name: "tablet".into(),
+            ..Default::default()
+        }]);
         spec.domain.firmware = Some(Firmware {
-            bootloader: Some(Bootloader { efi: Some(Efi::default()), bios: None }),
+            bootloader: Some(Bootloader {
+                efi: Some(Efi::default()),
+                bios: None,
+            }),
             ..Default::default()
         });
         default_vmi_spec(&mut spec);
         let f = spec.domain.features.as_ref().unwrap();
-        assert_eq!(f.acpi, Some(FeatureState { enabled: Some(true) }));
-        assert_eq!(f.smm, Some(FeatureState { enabled: Some(false) }));
+        assert_eq!(
+            f.acpi,
+            Some(FeatureState {
+                enabled: Some(true)
+            })
+        );
+        assert_eq!(
+            f.smm,
+            Some(FeatureState {
+                enabled: Some(false)
+            })
+        );
         let spin = f.hyperv.as_ref().unwrap().spinlocks.as_ref().unwrap();
         assert_eq!((spin.enabled, spin.retries), (Some(true), Some(4096)));
         let timer = spec.domain.clock.as_ref().unwrap().timer.as_ref().unwrap();
         assert_eq!(timer.kvm.as_ref().unwrap().present, Some(true));
         let wd = spec.domain.devices.watchdog.as_ref().unwrap();
-        assert_eq!(wd.i6300esb.as_ref().unwrap().action.as_deref(), Some("reset"));
+        assert_eq!(
+            wd.i6300esb.as_ref().unwrap().action.as_deref(),
+            Some("reset")
+        );
         let input = &spec.domain.devices.inputs.as_ref().unwrap()[0];
-        assert_eq!((input.bus.as_deref(), input.type_.as_deref()), (Some("usb"), Some("tablet")));
+        assert_eq!(
+            (input.bus.as_deref(), input.type_.as_deref()),
+            (Some("usb"), Some("tablet"))
+        );
     }
 
     #[test]
@@ -405,17 +512,32 @@ mod tests {
         let mut vm = VirtualMachine::default();
         vm.metadata.name = Some("testvm".into());
         default_vm(&mut vm);
-        let uuid = vm.spec.template.spec.domain.firmware.as_ref().unwrap().uuid.clone();
+        let uuid = vm
+            .spec
+            .template
+            .spec
+            .domain
+            .firmware
+            .as_ref()
+            .unwrap()
+            .uuid
+            .clone();
         assert_eq!(uuid, Some(firmware_uuid_for_name("testvm")));
         let once = vm.clone();
         default_vm(&mut vm);
         assert_eq!(vm, once, "defaulting is idempotent");
 
         let mut vmi = VirtualMachineInstance::default();
-        vmi.spec.domain.firmware = Some(Firmware { uuid: Some("keep-me".into()), ..Default::default() });
+        vmi.spec.domain.firmware = Some(Firmware {
+            uuid: Some("keep-me".into()),
+            ..Default::default()
+        });
         vmi.metadata.name = Some("x".into());
         default_vmi(&mut vmi);
-        assert_eq!(vmi.spec.domain.firmware.unwrap().uuid.as_deref(), Some("keep-me"));
+        assert_eq!(
+            vmi.spec.domain.firmware.unwrap().uuid.as_deref(),
+            Some("keep-me")
+        );
 
         let mut unnamed = VirtualMachineInstance::default();
         default_vmi(&mut unnamed);
@@ -428,6 +550,13 @@ mod tests {
         rs.spec.template = Some(Default::default());
         default_vmirs(&mut rs);
         assert_eq!(rs.spec.replicas, Some(1));
-        assert_eq!(rs.spec.template.unwrap().spec.termination_grace_period_seconds, Some(30));
+        assert_eq!(
+            rs.spec
+                .template
+                .unwrap()
+                .spec
+                .termination_grace_period_seconds,
+            Some(30)
+        );
     }
 }

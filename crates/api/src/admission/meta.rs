@@ -29,7 +29,9 @@ fn is_dns1123_label_shape(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&first), Some(&last)) => {
-            is_lower_alnum(first) && is_lower_alnum(last) && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
+            is_lower_alnum(first)
+                && is_lower_alnum(last)
+                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
         }
         _ => false,
     }
@@ -78,7 +80,10 @@ fn is_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&first), Some(&last)) => {
-            is_alnum(first) && is_alnum(last) && b.iter().all(|&c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
+            is_alnum(first)
+                && is_alnum(last)
+                && b.iter()
+                    .all(|&c| is_alnum(c) || c == b'-' || c == b'_' || c == b'.')
         }
         _ => false,
     }
@@ -95,7 +100,11 @@ pub fn qualified_name_errors(s: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(dns1123_subdomain_errors(prefix).into_iter().map(|e| format!("prefix part {e}")));
+                errs.extend(
+                    dns1123_subdomain_errors(prefix)
+                        .into_iter()
+                        .map(|e| format!("prefix part {e}")),
+                );
             }
             *name
         }
@@ -113,7 +122,9 @@ pub fn qualified_name_errors(s: &str) -> Vec<String> {
         errs.push("name part must be non-empty".to_string());
     } else {
         if name.len() > LABEL_MAX {
-            errs.push(format!("name part must be no more than {LABEL_MAX} characters"));
+            errs.push(format!(
+                "name part must be no more than {LABEL_MAX} characters"
+            ));
         }
         if !is_qualified_name_part(name) {
             errs.push(
@@ -159,7 +170,10 @@ pub fn validate_labels(labels: &BTreeMap<String, String>, path: &FieldPath) -> V
             errs.push(FieldError::invalid(path, format!("{key:?}: {problem}")));
         }
         for problem in label_value_errors(value) {
-            errs.push(FieldError::invalid(path.key(key), format!("{value:?}: {problem}")));
+            errs.push(FieldError::invalid(
+                path.key(key),
+                format!("{value:?}: {problem}"),
+            ));
         }
     }
     errs
@@ -168,7 +182,11 @@ pub fn validate_labels(labels: &BTreeMap<String, String>, path: &FieldPath) -> V
 /// Validates the metadata every object shares, under the path `metadata`: the name (required
 /// unless `generateName` is set, following `name_rule`), the namespace (required if `namespaced`,
 /// forbidden otherwise), labels, annotations (keys, total size at most 256 KiB) and finalizers.
-pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool, name_rule: NameRule) -> Vec<FieldError> {
+pub fn validate_object_meta(
+    meta: &ObjectMeta,
+    namespaced: bool,
+    name_rule: NameRule,
+) -> Vec<FieldError> {
     let path = FieldPath::new("metadata");
     let mut errs = Vec::new();
 
@@ -176,31 +194,49 @@ pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool, name_rule: Name
     let generate_name = meta.generate_name.as_deref().unwrap_or_default();
     if name.is_empty() {
         if generate_name.is_empty() {
-            errs.push(FieldError::required(path.child("name"), "name or generateName is required"));
+            errs.push(FieldError::required(
+                path.child("name"),
+                "name or generateName is required",
+            ));
         } else {
             // The prefix gets a random suffix, so only check it without its trailing dash.
             let prefix = generate_name.strip_suffix('-').unwrap_or(generate_name);
             for problem in name_errors(name_rule, prefix) {
-                errs.push(FieldError::invalid(path.child("generateName"), format!("{generate_name:?}: {problem}")));
+                errs.push(FieldError::invalid(
+                    path.child("generateName"),
+                    format!("{generate_name:?}: {problem}"),
+                ));
             }
         }
     } else {
         for problem in name_errors(name_rule, name) {
-            errs.push(FieldError::invalid(path.child("name"), format!("{name:?}: {problem}")));
+            errs.push(FieldError::invalid(
+                path.child("name"),
+                format!("{name:?}: {problem}"),
+            ));
         }
     }
 
     let namespace = meta.namespace.as_deref().unwrap_or_default();
     if namespaced {
         if namespace.is_empty() {
-            errs.push(FieldError::required(path.child("namespace"), "namespace is required"));
+            errs.push(FieldError::required(
+                path.child("namespace"),
+                "namespace is required",
+            ));
         } else {
             for problem in dns1123_label_errors(namespace) {
-                errs.push(FieldError::invalid(path.child("namespace"), format!("{namespace:?}: {problem}")));
+                errs.push(FieldError::invalid(
+                    path.child("namespace"),
+                    format!("{namespace:?}: {problem}"),
+                ));
             }
         }
     } else if !namespace.is_empty() {
-        errs.push(FieldError::forbidden(path.child("namespace"), "not allowed on this type"));
+        errs.push(FieldError::forbidden(
+            path.child("namespace"),
+            "not allowed on this type",
+        ));
     }
 
     if let Some(labels) = &meta.labels {
@@ -228,7 +264,10 @@ pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool, name_rule: Name
         let fpath = path.child("finalizers");
         for (i, finalizer) in finalizers.iter().enumerate() {
             for problem in qualified_name_errors(finalizer) {
-                errs.push(FieldError::invalid(fpath.index(i), format!("{finalizer:?}: {problem}")));
+                errs.push(FieldError::invalid(
+                    fpath.index(i),
+                    format!("{finalizer:?}: {problem}"),
+                ));
             }
         }
         let has = |f: &str| finalizers.iter().any(|x| x == f);
@@ -282,8 +321,15 @@ mod tests {
 
     #[test]
     fn valid_meta() {
-        assert!(validate_object_meta(&meta("vm1", "default"), true, NameRule::Dns1123Label).is_empty());
-        assert!(validate_object_meta(&meta("node1.example", ""), false, NameRule::Dns1123Subdomain).is_empty());
+        assert!(
+            validate_object_meta(&meta("vm1", "default"), true, NameRule::Dns1123Label).is_empty()
+        );
+        assert!(validate_object_meta(
+            &meta("node1.example", ""),
+            false,
+            NameRule::Dns1123Subdomain
+        )
+        .is_empty());
     }
 
     #[test]
@@ -305,18 +351,33 @@ mod tests {
         let errs = validate_object_meta(&meta("My_VM", "default"), true, NameRule::Dns1123Label);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "metadata.name");
-        assert!(errs[0].message.starts_with("\"My_VM\": a lowercase RFC 1123 label"), "{}", errs[0].message);
+        assert!(
+            errs[0]
+                .message
+                .starts_with("\"My_VM\": a lowercase RFC 1123 label"),
+            "{}",
+            errs[0].message
+        );
         let errs = validate_object_meta(&meta("a.b", "default"), true, NameRule::Dns1123Label);
         assert_eq!(errs[0].path, "metadata.name");
-        assert!(validate_object_meta(&meta("a.b", "default"), true, NameRule::Dns1123Subdomain).is_empty());
+        assert!(
+            validate_object_meta(&meta("a.b", "default"), true, NameRule::Dns1123Subdomain)
+                .is_empty()
+        );
     }
 
     #[test]
     fn namespace_presence() {
         let errs = validate_object_meta(&meta("vm1", ""), true, NameRule::Dns1123Label);
-        assert_eq!((errs[0].path.as_str(), errs[0].kind), ("metadata.namespace", FieldErrorKind::Required));
+        assert_eq!(
+            (errs[0].path.as_str(), errs[0].kind),
+            ("metadata.namespace", FieldErrorKind::Required)
+        );
         let errs = validate_object_meta(&meta("n1", "default"), false, NameRule::Dns1123Subdomain);
-        assert_eq!((errs[0].path.as_str(), errs[0].kind), ("metadata.namespace", FieldErrorKind::Forbidden));
+        assert_eq!(
+            (errs[0].path.as_str(), errs[0].kind),
+            ("metadata.namespace", FieldErrorKind::Forbidden)
+        );
         let errs = validate_object_meta(&meta("vm1", "Bad"), true, NameRule::Dns1123Label);
         assert_eq!(errs[0].path, "metadata.namespace");
     }
@@ -331,28 +392,50 @@ mod tests {
         ]));
         let errs = validate_object_meta(&m, true, NameRule::Dns1123Label);
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs.iter().any(|e| e.path == "metadata.labels" && e.message.starts_with("\"bad key\"")));
-        assert!(errs.iter().any(|e| e.path == "metadata.labels[k]" && e.message.contains("63")));
+        assert!(errs
+            .iter()
+            .any(|e| e.path == "metadata.labels" && e.message.starts_with("\"bad key\"")));
+        assert!(errs
+            .iter()
+            .any(|e| e.path == "metadata.labels[k]" && e.message.contains("63")));
     }
 
     #[test]
     fn annotations() {
         let mut m = meta("vm1", "default");
-        m.annotations = Some(BTreeMap::from([("Example.COM/Key".to_string(), "x".to_string())]));
+        m.annotations = Some(BTreeMap::from([(
+            "Example.COM/Key".to_string(),
+            "x".to_string(),
+        )]));
         assert!(validate_object_meta(&m, true, NameRule::Dns1123Label).is_empty());
         m.annotations = Some(BTreeMap::from([("a b".to_string(), "x".to_string())]));
-        assert_eq!(validate_object_meta(&m, true, NameRule::Dns1123Label)[0].path, "metadata.annotations");
-        m.annotations = Some(BTreeMap::from([("big".to_string(), "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT))]));
+        assert_eq!(
+            validate_object_meta(&m, true, NameRule::Dns1123Label)[0].path,
+            "metadata.annotations"
+        );
+        m.annotations = Some(BTreeMap::from([(
+            "big".to_string(),
+            "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT),
+        )]));
         let errs = validate_object_meta(&m, true, NameRule::Dns1123Label);
-        assert_eq!((errs[0].path.as_str(), errs[0].kind), ("metadata.annotations", FieldErrorKind::TooLong));
-        m.annotations = Some(BTreeMap::from([("b".to_string(), "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT - 1))]));
+        assert_eq!(
+            (errs[0].path.as_str(), errs[0].kind),
+            ("metadata.annotations", FieldErrorKind::TooLong)
+        );
+        m.annotations = Some(BTreeMap::from([(
+            "b".to_string(),
+            "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT - 1),
+        )]));
         assert!(validate_object_meta(&m, true, NameRule::Dns1123Label).is_empty());
     }
 
     #[test]
     fn finalizers() {
         let mut m = meta("vm1", "default");
-        m.finalizers = Some(vec!["kubevirt.io/foregroundDeleteVirtualMachine".into(), "bad finalizer".into()]);
+        m.finalizers = Some(vec![
+            "kubevirt.io/foregroundDeleteVirtualMachine".into(),
+            "bad finalizer".into(),
+        ]);
         let errs = validate_object_meta(&m, true, NameRule::Dns1123Label);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].path, "metadata.finalizers[1]");

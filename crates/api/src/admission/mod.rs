@@ -20,10 +20,12 @@ mod replicaset;
 mod vm;
 mod vmi;
 
-pub use defaults::{default_vm, default_vmi, default_vmi_spec, default_vmirs, firmware_uuid_for_name};
+pub use defaults::{
+    default_vm, default_vmi, default_vmi_spec, default_vmirs, firmware_uuid_for_name,
+};
 pub use meta::{
-    dns1123_label_errors, dns1123_subdomain_errors, label_value_errors, qualified_name_errors, validate_labels,
-    validate_object_meta, NameRule,
+    dns1123_label_errors, dns1123_subdomain_errors, label_value_errors, qualified_name_errors,
+    validate_labels, validate_object_meta, NameRule,
 };
 pub use migration::{validate_migration, validate_migration_update};
 pub use replicaset::validate_vmirs;
@@ -33,6 +35,7 @@ pub use vmi::{validate_vmi, validate_vmi_spec, validate_vmi_update, CLOUD_INIT_D
 use std::fmt;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// The kind of a field error; each maps to a Kubernetes `StatusCause` reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,7 +119,11 @@ impl FieldError {
 
     /// A KubeVirt feature ferrovirt does not run yet, refused by name.
     pub fn not_supported_yet(path: impl fmt::Display, feature: &str) -> Self {
-        Self::new(path, FieldErrorKind::NotSupported, format!("{feature} is not supported by ferrovirt yet"))
+        Self::new(
+            path,
+            FieldErrorKind::NotSupported,
+            format!("{feature} is not supported by ferrovirt yet"),
+        )
     }
 
     /// A value that must be unique but is not.
@@ -269,16 +276,66 @@ fn classify(path: FieldPath, message: String) -> FieldError {
 
 /// Decodes a JSON object into `T`, reporting the first unknown, missing or mistyped field
 /// with its full path, e.g. `spec.template.spec.domain.foo` / "unknown field `foo`".
-pub fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|err| {
+///
+/// KubeVirt's own structs refuse unknown fields while decoding. The Kubernetes types embedded
+/// in them (`metadata`, `affinity`, `tolerations`, ...) skip unknown fields instead, so the
+/// decoded object is encoded again and any non-empty input field that did not survive is
+/// reported the same way: nothing is dropped silently.
+pub fn decode<T: DeserializeOwned + Serialize>(value: serde_json::Value) -> Result<T, FieldError> {
+    let typed: T = serde_path_to_error::deserialize(&value).map_err(|err| {
         let path = render_path(err.path());
         classify(path, err.into_inner().to_string())
-    })
+    })?;
+    let back = serde_json::to_value(&typed).map_err(|e| FieldError::invalid("", e.to_string()))?;
+    if let Some(path) = first_dropped(&value, &back, &FieldPath::default()) {
+        let name = last_field(&path).to_string();
+        return Err(FieldError::not_supported(
+            path,
+            format!("unknown field `{name}`"),
+        ));
+    }
+    Ok(typed)
+}
+
+/// The first field of `input` (not null and not an empty object or list) missing from `output`.
+fn first_dropped(
+    input: &serde_json::Value,
+    output: &serde_json::Value,
+    path: &FieldPath,
+) -> Option<FieldPath> {
+    use serde_json::Value;
+    match (input, output) {
+        (Value::Object(i), Value::Object(o)) => i.iter().find_map(|(key, value)| {
+            let child = path.child(key);
+            match o.get(key) {
+                Some(out) => first_dropped(value, out, &child),
+                None => {
+                    let empty = match value {
+                        Value::Null => true,
+                        Value::Object(m) => m.is_empty(),
+                        Value::Array(a) => a.is_empty(),
+                        _ => false,
+                    };
+                    (!empty).then_some(child)
+                }
+            }
+        }),
+        (Value::Array(i), Value::Array(o)) => i
+            .iter()
+            .zip(o)
+            .enumerate()
+            .find_map(|(n, (iv, ov))| first_dropped(iv, ov, &path.index(n))),
+        _ => None,
+    }
 }
 
 /// The index of the first element of `items` with the same key as element `index`, if any
 /// earlier one exists.
-fn first_duplicate<T, K: PartialEq>(items: &[T], index: usize, key: impl Fn(&T) -> K) -> Option<usize> {
+fn first_duplicate<T, K: PartialEq>(
+    items: &[T],
+    index: usize,
+    key: impl Fn(&T) -> K,
+) -> Option<usize> {
     let target = key(items.get(index)?);
     items[..index].iter().position(|other| key(other) == target)
 }
@@ -317,20 +374,33 @@ mod tests {
     #[test]
     fn display_is_kubernetes_style() {
         let e = FieldError::invalid("spec.running", "true: exclusive with runStrategy");
-        assert_eq!(e.to_string(), "spec.running: Invalid value: true: exclusive with runStrategy");
+        assert_eq!(
+            e.to_string(),
+            "spec.running: Invalid value: true: exclusive with runStrategy"
+        );
     }
 
     #[test]
     fn field_path_building() {
-        let p = FieldPath::new("spec.template.spec").child("volumes").index(2).child("name");
+        let p = FieldPath::new("spec.template.spec")
+            .child("volumes")
+            .index(2)
+            .child("name");
         assert_eq!(p.as_str(), "spec.template.spec.volumes[2].name");
         assert_eq!(FieldPath::default().child("spec").as_str(), "spec");
-        assert_eq!(FieldPath::new("spec").child("requests").key("memory").as_str(), "spec.requests[memory]");
+        assert_eq!(
+            FieldPath::new("spec")
+                .child("requests")
+                .key("memory")
+                .as_str(),
+            "spec.requests[memory]"
+        );
     }
 
     #[test]
     fn unknown_field_has_full_path() {
-        let err = decode::<VirtualMachine>(vm_with_domain(json!({"devices": {}, "foo": 1}))).unwrap_err();
+        let err =
+            decode::<VirtualMachine>(vm_with_domain(json!({"devices": {}, "foo": 1}))).unwrap_err();
         assert_eq!(err.path, "spec.template.spec.domain.foo");
         assert_eq!(err.message, "unknown field `foo`");
         assert_eq!(err.kind, FieldErrorKind::NotSupported);
@@ -353,7 +423,8 @@ mod tests {
 
     #[test]
     fn kubevirt_field_not_modelled_is_named() {
-        let err = decode::<VirtualMachine>(vm_with_domain(json!({"devices": {"gpus": []}}))).unwrap_err();
+        let err =
+            decode::<VirtualMachine>(vm_with_domain(json!({"devices": {"gpus": []}}))).unwrap_err();
         assert_eq!(err.path, "spec.template.spec.domain.devices.gpus");
         assert_eq!(err.kind, FieldErrorKind::NotSupported);
         assert_eq!(err.message, "gpus is not supported by ferrovirt yet");
@@ -361,7 +432,10 @@ mod tests {
 
     #[test]
     fn mistyped_field() {
-        let err = decode::<VirtualMachine>(vm_with_domain(json!({"devices": {}, "cpu": {"cores": "two"}}))).unwrap_err();
+        let err = decode::<VirtualMachine>(vm_with_domain(
+            json!({"devices": {}, "cpu": {"cores": "two"}}),
+        ))
+        .unwrap_err();
         assert_eq!(err.path, "spec.template.spec.domain.cpu.cores");
         assert_eq!(err.kind, FieldErrorKind::Invalid);
         assert!(err.message.contains("invalid type"), "{}", err.message);
@@ -384,7 +458,35 @@ mod tests {
         let err = decode::<VirtualMachine>(v).unwrap_err();
         assert_eq!(err.path, "spec.runStrategy");
         assert_eq!(err.kind, FieldErrorKind::NotSupported);
-        assert!(err.message.contains("Sometimes") && err.message.contains("RerunOnFailure"), "{}", err.message);
+        assert!(
+            err.message.contains("Sometimes") && err.message.contains("RerunOnFailure"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn unknown_fields_inside_kubernetes_types_are_refused() {
+        let mut v = vm_with_domain(json!({"devices": {}}));
+        v["metadata"]["labelz"] = json!({"a": "b"});
+        let err = decode::<VirtualMachine>(v).unwrap_err();
+        assert_eq!(
+            (err.path.as_str(), err.kind),
+            ("metadata.labelz", FieldErrorKind::NotSupported)
+        );
+        assert_eq!(err.message, "unknown field `labelz`");
+
+        let mut v = vm_with_domain(json!({"devices": {}}));
+        v["spec"]["template"]["spec"]["tolerations"] =
+            json!([{"key": "a", "operator": "Exists"}, {"key": "b", "tolerationSecs": 5}]);
+        let err = decode::<VirtualMachine>(v).unwrap_err();
+        assert_eq!(err.path, "spec.template.spec.tolerations[1].tolerationSecs");
+
+        // Nulls and empty objects are not "dropped fields".
+        let mut v = vm_with_domain(json!({"devices": {}, "resources": {}}));
+        v["metadata"]["creationTimestamp"] = Value::Null;
+        v["status"] = json!({});
+        assert!(decode::<VirtualMachine>(v).is_ok());
     }
 
     #[test]
@@ -399,11 +501,50 @@ mod tests {
     /// Arbitrary JSON, biased towards real field names so decoding goes deep.
     fn arb_json() -> impl Strategy<Value = Value> {
         let names = prop::sample::select(vec![
-            "apiVersion", "kind", "metadata", "name", "namespace", "labels", "spec", "status", "template",
-            "running", "runStrategy", "domain", "devices", "disks", "disk", "bus", "interfaces", "masquerade",
-            "volumes", "containerDisk", "image", "cloudInitNoCloud", "userData", "networks", "pod", "resources",
-            "requests", "memory", "cpu", "cores", "guest", "hostDisk", "path", "type", "capacity", "emptyDisk",
-            "bootOrder", "firmware", "uuid", "replicas", "selector", "matchLabels", "vmiName", "phase",
+            "apiVersion",
+            "kind",
+            "metadata",
+            "name",
+            "namespace",
+            "labels",
+            "spec",
+            "status",
+            "template",
+            "running",
+            "runStrategy",
+            "domain",
+            "devices",
+            "disks",
+            "disk",
+            "bus",
+            "interfaces",
+            "masquerade",
+            "volumes",
+            "containerDisk",
+            "image",
+            "cloudInitNoCloud",
+            "userData",
+            "networks",
+            "pod",
+            "resources",
+            "requests",
+            "memory",
+            "cpu",
+            "cores",
+            "guest",
+            "hostDisk",
+            "path",
+            "type",
+            "capacity",
+            "emptyDisk",
+            "bootOrder",
+            "firmware",
+            "uuid",
+            "replicas",
+            "selector",
+            "matchLabels",
+            "vmiName",
+            "phase",
         ]);
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -411,14 +552,24 @@ mod tests {
             any::<i64>().prop_map(|n| json!(n)),
             any::<f64>().prop_map(|f| json!(f)),
             "[a-zA-Z0-9./-]{0,12}".prop_map(Value::String),
-            prop::sample::select(vec!["Always", "kubevirt.io/v1", "VirtualMachine", "virtio", "1Gi", "64Mi", "Disk", "DiskOrCreate"])
-                .prop_map(|s| Value::String(s.to_string())),
+            prop::sample::select(vec![
+                "Always",
+                "kubevirt.io/v1",
+                "VirtualMachine",
+                "virtio",
+                "1Gi",
+                "64Mi",
+                "Disk",
+                "DiskOrCreate"
+            ])
+            .prop_map(|s| Value::String(s.to_string())),
         ];
         leaf.prop_recursive(6, 64, 8, move |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec((names.clone(), inner), 0..6)
-                    .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())),
+                prop::collection::vec((names.clone(), inner), 0..6).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
             ]
         })
     }

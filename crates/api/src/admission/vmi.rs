@@ -7,10 +7,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use base64::Engine;
 
 use super::defaults::guest_memory;
-use super::meta::{dns1123_label_errors, dns1123_subdomain_errors, qualified_name_errors, validate_labels, NameRule};
+use super::meta::{
+    dns1123_label_errors, dns1123_subdomain_errors, qualified_name_errors, validate_labels,
+    NameRule,
+};
 use super::{first_duplicate, validate_object_meta, FieldError, FieldPath};
 use crate::kubevirt::{
-    CloudInitSource, Cpu, DomainSpec, Firmware, Interface, VirtualMachineInstance, VirtualMachineInstanceSpec, Volume,
+    CloudInitSource, Cpu, DomainSpec, Firmware, Interface, VirtualMachineInstance,
+    VirtualMachineInstanceSpec, Volume,
 };
 use crate::quantity::{compare_quantities, parse_quantity_bytes, parse_quantity_millis};
 
@@ -20,13 +24,18 @@ pub const CLOUD_INIT_DATA_MAX_BYTES: usize = 16 * 1024;
 
 const DISK_BUSES: &[&str] = &["virtio", "sata", "scsi", "usb"];
 const CDROM_BUSES: &[&str] = &["sata", "scsi", "usb"];
-const NIC_MODELS: &[&str] = &["virtio", "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139"];
+const NIC_MODELS: &[&str] = &[
+    "virtio", "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139",
+];
 const PULL_POLICIES: &[&str] = &["Always", "Never", "IfNotPresent"];
 const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
 const MAX_STR_LEN: usize = 256;
 
 /// Validates a VMI: its metadata and, on create, its spec; on update, that the spec did not change.
-pub fn validate_vmi(new: &VirtualMachineInstance, old: Option<&VirtualMachineInstance>) -> Vec<FieldError> {
+pub fn validate_vmi(
+    new: &VirtualMachineInstance,
+    old: Option<&VirtualMachineInstance>,
+) -> Vec<FieldError> {
     let mut errs = validate_object_meta(&new.metadata, true, NameRule::Dns1123Subdomain);
     match old {
         None => errs.extend(validate_vmi_spec(&new.spec, "spec")),
@@ -37,11 +46,17 @@ pub fn validate_vmi(new: &VirtualMachineInstance, old: Option<&VirtualMachineIns
 
 /// A VMI's spec is fixed once it exists (KubeVirt lets only its own components change it, for
 /// hotplug, which ferrovirt does not do). The error, at path `spec`, names the changed fields.
-pub fn validate_vmi_update(new: &VirtualMachineInstance, old: &VirtualMachineInstance) -> Vec<FieldError> {
+pub fn validate_vmi_update(
+    new: &VirtualMachineInstance,
+    old: &VirtualMachineInstance,
+) -> Vec<FieldError> {
     if new.spec == old.spec {
         return Vec::new();
     }
-    let changed = match (serde_json::to_value(&new.spec), serde_json::to_value(&old.spec)) {
+    let changed = match (
+        serde_json::to_value(&new.spec),
+        serde_json::to_value(&old.spec),
+    ) {
         (Ok(serde_json::Value::Object(n)), Ok(serde_json::Value::Object(o))) => {
             let mut keys: Vec<String> = n
                 .keys()
@@ -55,7 +70,11 @@ pub fn validate_vmi_update(new: &VirtualMachineInstance, old: &VirtualMachineIns
         }
         _ => Vec::new(),
     };
-    let what = if changed.is_empty() { "the spec".to_string() } else { changed.join(", ") };
+    let what = if changed.is_empty() {
+        "the spec".to_string()
+    } else {
+        changed.join(", ")
+    };
     vec![FieldError::forbidden(
         "spec",
         format!("{what} may not be changed once the VirtualMachineInstance exists; change the VirtualMachine and restart it"),
@@ -91,7 +110,10 @@ pub fn validate_vmi_spec(spec: &VirtualMachineInstanceSpec, path_prefix: &str) -
         let path = d.child("ioThreadsPolicy");
         match policy.as_str() {
             "shared" | "auto" => {}
-            "supplementalPool" => errs.push(FieldError::not_supported_yet(path, "ioThreadsPolicy supplementalPool")),
+            "supplementalPool" => errs.push(FieldError::not_supported_yet(
+                path,
+                "ioThreadsPolicy supplementalPool",
+            )),
             other => errs.push(FieldError::not_supported(
                 path,
                 format!("{other:?}: supported values are \"shared\", \"auto\""),
@@ -122,7 +144,10 @@ pub fn validate_vmi_spec(spec: &VirtualMachineInstanceSpec, path_prefix: &str) -
                 dns1123_subdomain_errors(value)
             };
             for problem in problems {
-                errs.push(FieldError::invalid(p.child(field), format!("{value:?}: {problem}")));
+                errs.push(FieldError::invalid(
+                    p.child(field),
+                    format!("{value:?}: {problem}"),
+                ));
             }
         }
     }
@@ -135,20 +160,32 @@ pub fn validate_vmi_spec(spec: &VirtualMachineInstanceSpec, path_prefix: &str) -
         }
     }
     if spec.liveness_probe.is_some() {
-        errs.push(FieldError::not_supported_yet(p.child("livenessProbe"), "livenessProbe"));
+        errs.push(FieldError::not_supported_yet(
+            p.child("livenessProbe"),
+            "livenessProbe",
+        ));
     }
     if spec.readiness_probe.is_some() {
-        errs.push(FieldError::not_supported_yet(p.child("readinessProbe"), "readinessProbe"));
+        errs.push(FieldError::not_supported_yet(
+            p.child("readinessProbe"),
+            "readinessProbe",
+        ));
     }
     if spec.access_credentials.is_some() {
-        errs.push(FieldError::not_supported_yet(p.child("accessCredentials"), "accessCredentials"));
+        errs.push(FieldError::not_supported_yet(
+            p.child("accessCredentials"),
+            "accessCredentials",
+        ));
     }
     errs
 }
 
 fn validate_resources(domain: &DomainSpec, d: &FieldPath, errs: &mut Vec<FieldError>) {
     let r = d.child("resources");
-    for (list_name, list) in [("requests", &domain.resources.requests), ("limits", &domain.resources.limits)] {
+    for (list_name, list) in [
+        ("requests", &domain.resources.requests),
+        ("limits", &domain.resources.limits),
+    ] {
         for (key, q) in list.iter().flatten() {
             let path = r.child(list_name).key(key);
             let parsed = match key.as_str() {
@@ -164,19 +201,24 @@ fn validate_resources(domain: &DomainSpec, d: &FieldPath, errs: &mut Vec<FieldEr
             };
             match parsed {
                 Err(e) => errs.push(FieldError::invalid(path, format!("{:?}: {e}", q.0))),
-                Ok(0) if key == "memory" => {
-                    errs.push(FieldError::invalid(path, format!("{:?}: must be greater than 0", q.0)))
-                }
+                Ok(0) if key == "memory" => errs.push(FieldError::invalid(
+                    path,
+                    format!("{:?}: must be greater than 0", q.0),
+                )),
                 Ok(_) => {}
             }
         }
     }
     for key in ["memory", "cpu"] {
-        if let (Some(req), Some(lim)) = (domain.resources.request(key), domain.resources.limit(key)) {
+        if let (Some(req), Some(lim)) = (domain.resources.request(key), domain.resources.limit(key))
+        {
             if compare_quantities(&req.0, &lim.0) == Ok(Ordering::Greater) {
                 errs.push(FieldError::invalid(
                     r.child("requests").key(key),
-                    format!("{:?}: must be less than or equal to the {key} limit {:?}", req.0, lim.0),
+                    format!(
+                        "{:?}: must be less than or equal to the {key} limit {:?}",
+                        req.0, lim.0
+                    ),
                 ));
             }
         }
@@ -197,14 +239,23 @@ fn validate_memory(spec: &VirtualMachineInstanceSpec, d: &FieldPath, errs: &mut 
     };
     if let Some(guest) = &memory.guest {
         match parse_quantity_bytes(&guest.0) {
-            Err(e) => errs.push(FieldError::invalid(m.child("guest"), format!("{:?}: {e}", guest.0))),
-            Ok(0) => errs.push(FieldError::invalid(m.child("guest"), format!("{:?}: must be greater than 0", guest.0))),
+            Err(e) => errs.push(FieldError::invalid(
+                m.child("guest"),
+                format!("{:?}: {e}", guest.0),
+            )),
+            Ok(0) => errs.push(FieldError::invalid(
+                m.child("guest"),
+                format!("{:?}: must be greater than 0", guest.0),
+            )),
             Ok(_) => {
                 if let Some(limit) = domain.resources.limit("memory") {
                     if compare_quantities(&guest.0, &limit.0) == Ok(Ordering::Greater) {
                         errs.push(FieldError::invalid(
                             m.child("guest"),
-                            format!("{:?}: must not exceed the memory limit {:?}", guest.0, limit.0),
+                            format!(
+                                "{:?}: must not exceed the memory limit {:?}",
+                                guest.0, limit.0
+                            ),
                         ));
                     }
                 }
@@ -212,35 +263,63 @@ fn validate_memory(spec: &VirtualMachineInstanceSpec, d: &FieldPath, errs: &mut 
         }
     }
     if memory.max_guest.is_some() {
-        errs.push(FieldError::not_supported_yet(m.child("maxGuest"), "memory hotplug (maxGuest)"));
+        errs.push(FieldError::not_supported_yet(
+            m.child("maxGuest"),
+            "memory hotplug (maxGuest)",
+        ));
     }
     if memory.hugepages.is_some() {
-        errs.push(FieldError::not_supported_yet(m.child("hugepages"), "hugepages"));
+        errs.push(FieldError::not_supported_yet(
+            m.child("hugepages"),
+            "hugepages",
+        ));
     }
 }
 
 fn validate_cpu(cpu: &Cpu, c: &FieldPath, errs: &mut Vec<FieldError>) {
-    for (name, value) in [("cores", cpu.cores), ("sockets", cpu.sockets), ("threads", cpu.threads)] {
+    for (name, value) in [
+        ("cores", cpu.cores),
+        ("sockets", cpu.sockets),
+        ("threads", cpu.threads),
+    ] {
         if value == Some(0) {
-            errs.push(FieldError::invalid(c.child(name), "0: must be greater than 0"));
+            errs.push(FieldError::invalid(
+                c.child(name),
+                "0: must be greater than 0",
+            ));
         }
     }
     if cpu.max_sockets.is_some() {
-        errs.push(FieldError::not_supported_yet(c.child("maxSockets"), "CPU hotplug (maxSockets)"));
+        errs.push(FieldError::not_supported_yet(
+            c.child("maxSockets"),
+            "CPU hotplug (maxSockets)",
+        ));
     }
     if cpu.dedicated_cpu_placement == Some(true) {
-        errs.push(FieldError::not_supported_yet(c.child("dedicatedCpuPlacement"), "dedicatedCpuPlacement"));
+        errs.push(FieldError::not_supported_yet(
+            c.child("dedicatedCpuPlacement"),
+            "dedicatedCpuPlacement",
+        ));
     }
     if cpu.isolate_emulator_thread == Some(true) {
-        errs.push(FieldError::not_supported_yet(c.child("isolateEmulatorThread"), "isolateEmulatorThread"));
+        errs.push(FieldError::not_supported_yet(
+            c.child("isolateEmulatorThread"),
+            "isolateEmulatorThread",
+        ));
     }
     if cpu.model.as_deref() == Some("") {
-        errs.push(FieldError::invalid(c.child("model"), "\"\": must not be empty when set"));
+        errs.push(FieldError::invalid(
+            c.child("model"),
+            "\"\": must not be empty when set",
+        ));
     }
     for (i, feature) in cpu.features.iter().flatten().enumerate() {
         let f = c.child("features").index(i);
         if feature.name.is_empty() {
-            errs.push(FieldError::required(f.child("name"), "CPU feature name is required"));
+            errs.push(FieldError::required(
+                f.child("name"),
+                "CPU feature name is required",
+            ));
         }
         if let Some(policy) = &feature.policy {
             if !["force", "require", "optional", "disable", "forbid"].contains(&policy.as_str()) {
@@ -253,10 +332,18 @@ fn validate_cpu(cpu: &Cpu, c: &FieldPath, errs: &mut Vec<FieldError>) {
     }
 }
 
-fn validate_firmware(firmware: &Firmware, domain: &DomainSpec, f: &FieldPath, errs: &mut Vec<FieldError>) {
+fn validate_firmware(
+    firmware: &Firmware,
+    domain: &DomainSpec,
+    f: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
     if let Some(uuid) = &firmware.uuid {
         if uuid::Uuid::parse_str(uuid).is_err() {
-            errs.push(FieldError::invalid(f.child("uuid"), format!("{uuid:?}: must be a UUID")));
+            errs.push(FieldError::invalid(
+                f.child("uuid"),
+                format!("{uuid:?}: must be a UUID"),
+            ));
         }
     }
     if let Some(serial) = &firmware.serial {
@@ -270,7 +357,10 @@ fn validate_firmware(firmware: &Firmware, domain: &DomainSpec, f: &FieldPath, er
     if let Some(bootloader) = &firmware.bootloader {
         let b = f.child("bootloader");
         if bootloader.bios.is_some() && bootloader.efi.is_some() {
-            errs.push(FieldError::invalid(&b, "bios and efi are mutually exclusive"));
+            errs.push(FieldError::invalid(
+                &b,
+                "bios and efi are mutually exclusive",
+            ));
         }
         if let Some(efi) = &bootloader.efi {
             let smm = domain
@@ -301,12 +391,21 @@ fn validate_firmware(firmware: &Firmware, domain: &DomainSpec, f: &FieldPath, er
             Some(container) => {
                 let c = k.child("container");
                 if container.image.trim().is_empty() {
-                    errs.push(FieldError::required(c.child("image"), "the kernel boot container image is required"));
+                    errs.push(FieldError::required(
+                        c.child("image"),
+                        "the kernel boot container image is required",
+                    ));
                 }
                 if container.kernel_path.is_none() && container.initrd_path.is_none() {
-                    errs.push(FieldError::required(&c, "at least one of kernelPath and initrdPath is required"));
+                    errs.push(FieldError::required(
+                        &c,
+                        "at least one of kernelPath and initrdPath is required",
+                    ));
                 }
-                for (name, path) in [("kernelPath", &container.kernel_path), ("initrdPath", &container.initrd_path)] {
+                for (name, path) in [
+                    ("kernelPath", &container.kernel_path),
+                    ("initrdPath", &container.initrd_path),
+                ] {
                     if let Some(path) = path {
                         if !is_clean_absolute(path) {
                             errs.push(FieldError::invalid(
@@ -316,7 +415,11 @@ fn validate_firmware(firmware: &Firmware, domain: &DomainSpec, f: &FieldPath, er
                         }
                     }
                 }
-                check_pull_policy(container.image_pull_policy.as_deref(), &c.child("imagePullPolicy"), errs);
+                check_pull_policy(
+                    container.image_pull_policy.as_deref(),
+                    &c.child("imagePullPolicy"),
+                    errs,
+                );
             }
         }
     }
@@ -325,7 +428,12 @@ fn validate_firmware(firmware: &Firmware, domain: &DomainSpec, f: &FieldPath, er
 fn validate_features_and_clock(domain: &DomainSpec, d: &FieldPath, errs: &mut Vec<FieldError>) {
     if let Some(features) = &domain.features {
         let f = d.child("features");
-        if features.hyperv_passthrough.as_ref().is_some_and(|s| s.is_enabled()) && features.hyperv.is_some() {
+        if features
+            .hyperv_passthrough
+            .as_ref()
+            .is_some_and(|s| s.is_enabled())
+            && features.hyperv.is_some()
+        {
             errs.push(FieldError::invalid(
                 f.child("hypervPassthrough"),
                 "hypervPassthrough and hyperv are mutually exclusive",
@@ -356,17 +464,35 @@ fn validate_features_and_clock(domain: &DomainSpec, d: &FieldPath, errs: &mut Ve
     if let Some(clock) = &domain.clock {
         let c = d.child("clock");
         if clock.utc.is_some() && clock.timezone.is_some() {
-            errs.push(FieldError::invalid(&c, "utc and timezone are mutually exclusive"));
+            errs.push(FieldError::invalid(
+                &c,
+                "utc and timezone are mutually exclusive",
+            ));
         }
         if clock.timezone.as_deref() == Some("") {
-            errs.push(FieldError::invalid(c.child("timezone"), "\"\": must not be empty when set"));
+            errs.push(FieldError::invalid(
+                c.child("timezone"),
+                "\"\": must not be empty when set",
+            ));
         }
         if let Some(timer) = &clock.timer {
             let t = c.child("timer");
             let checks: [(&str, Option<&String>, &[&str]); 3] = [
-                ("hpet", timer.hpet.as_ref().and_then(|x| x.tick_policy.as_ref()), &["delay", "catchup", "merge", "discard"]),
-                ("pit", timer.pit.as_ref().and_then(|x| x.tick_policy.as_ref()), &["delay", "catchup", "discard"]),
-                ("rtc", timer.rtc.as_ref().and_then(|x| x.tick_policy.as_ref()), &["delay", "catchup"]),
+                (
+                    "hpet",
+                    timer.hpet.as_ref().and_then(|x| x.tick_policy.as_ref()),
+                    &["delay", "catchup", "merge", "discard"],
+                ),
+                (
+                    "pit",
+                    timer.pit.as_ref().and_then(|x| x.tick_policy.as_ref()),
+                    &["delay", "catchup", "discard"],
+                ),
+                (
+                    "rtc",
+                    timer.rtc.as_ref().and_then(|x| x.tick_policy.as_ref()),
+                    &["delay", "catchup"],
+                ),
             ];
             for (name, policy, allowed) in checks {
                 if let Some(policy) = policy {
@@ -374,7 +500,12 @@ fn validate_features_and_clock(domain: &DomainSpec, d: &FieldPath, errs: &mut Ve
                 }
             }
             if let Some(track) = timer.rtc.as_ref().and_then(|x| x.track.as_ref()) {
-                check_one_of(track, &["guest", "wall"], &t.child("rtc").child("track"), errs);
+                check_one_of(
+                    track,
+                    &["guest", "wall"],
+                    &t.child("rtc").child("track"),
+                    errs,
+                );
             }
         }
     }
@@ -420,7 +551,10 @@ fn is_pci_address(s: &str) -> bool {
 fn is_mac_address(s: &str) -> bool {
     let sep = if s.contains('-') { '-' } else { ':' };
     let parts: Vec<&str> = s.split(sep).collect();
-    parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Parses `addr/prefix`.
@@ -435,12 +569,21 @@ fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
 fn validate_volumes(spec: &VirtualMachineInstanceSpec, p: &FieldPath, errs: &mut Vec<FieldError>) {
     let volumes = spec.volumes();
     let v = p.child("volumes");
-    let disk_names: Vec<&str> = spec.domain.devices.disks().iter().map(|d| d.name.as_str()).collect();
+    let disk_names: Vec<&str> = spec
+        .domain
+        .devices
+        .disks()
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
     let mut cloud_init_seen: Option<usize> = None;
     for (i, volume) in volumes.iter().enumerate() {
         let vi = v.index(i);
         for problem in dns1123_label_errors(&volume.name) {
-            errs.push(FieldError::invalid(vi.child("name"), format!("{:?}: {problem}", volume.name)));
+            errs.push(FieldError::invalid(
+                vi.child("name"),
+                format!("{:?}: {problem}", volume.name),
+            ));
         }
         if let Some(j) = first_duplicate(volumes, i, |x| x.name.clone()) {
             errs.push(FieldError::duplicate(
@@ -450,7 +593,10 @@ fn validate_volumes(spec: &VirtualMachineInstanceSpec, p: &FieldPath, errs: &mut
         } else if !disk_names.contains(&volume.name.as_str()) {
             errs.push(FieldError::invalid(
                 vi.child("name"),
-                format!("{:?}: no disk uses this volume; add a disk with the same name", volume.name),
+                format!(
+                    "{:?}: no disk uses this volume; add a disk with the same name",
+                    volume.name
+                ),
             ));
         }
         let kinds = volume.source_kinds();
@@ -466,8 +612,14 @@ fn validate_volumes(spec: &VirtualMachineInstanceSpec, p: &FieldPath, errs: &mut
             )),
         }
         for kind in &kinds {
-            if !matches!(*kind, "containerDisk" | "cloudInitNoCloud" | "emptyDisk" | "hostDisk") {
-                errs.push(FieldError::not_supported_yet(vi.child(kind), &format!("volume source {kind}")));
+            if !matches!(
+                *kind,
+                "containerDisk" | "cloudInitNoCloud" | "emptyDisk" | "hostDisk"
+            ) {
+                errs.push(FieldError::not_supported_yet(
+                    vi.child(kind),
+                    &format!("volume source {kind}"),
+                ));
             }
         }
         validate_volume_source(volume, &vi, errs);
@@ -475,7 +627,10 @@ fn validate_volumes(spec: &VirtualMachineInstanceSpec, p: &FieldPath, errs: &mut
             if let Some(j) = cloud_init_seen {
                 errs.push(FieldError::duplicate(
                     vi.child("cloudInitNoCloud"),
-                    format!("only one cloudInitNoCloud volume is allowed; {} has one already", v.index(j)),
+                    format!(
+                        "only one cloudInitNoCloud volume is allowed; {} has one already",
+                        v.index(j)
+                    ),
                 ));
             } else {
                 cloud_init_seen = Some(i);
@@ -488,16 +643,29 @@ fn validate_volume_source(volume: &Volume, vi: &FieldPath, errs: &mut Vec<FieldE
     if let Some(cd) = &volume.container_disk {
         let c = vi.child("containerDisk");
         if cd.image.trim().is_empty() {
-            errs.push(FieldError::required(c.child("image"), "a containerDisk needs an image"));
+            errs.push(FieldError::required(
+                c.child("image"),
+                "a containerDisk needs an image",
+            ));
         } else if cd.image.chars().any(char::is_whitespace) {
-            errs.push(FieldError::invalid(c.child("image"), format!("{:?}: must not contain whitespace", cd.image)));
+            errs.push(FieldError::invalid(
+                c.child("image"),
+                format!("{:?}: must not contain whitespace", cd.image),
+            ));
         }
         if let Some(path) = &cd.path {
             if !is_clean_absolute(path) {
-                errs.push(FieldError::invalid(c.child("path"), format!("{path:?}: must be an absolute path without '..'")));
+                errs.push(FieldError::invalid(
+                    c.child("path"),
+                    format!("{path:?}: must be an absolute path without '..'"),
+                ));
             }
         }
-        check_pull_policy(cd.image_pull_policy.as_deref(), &c.child("imagePullPolicy"), errs);
+        check_pull_policy(
+            cd.image_pull_policy.as_deref(),
+            &c.child("imagePullPolicy"),
+            errs,
+        );
     }
     if let Some(ci) = &volume.cloud_init_no_cloud {
         validate_cloud_init(ci, &vi.child("cloudInitNoCloud"), errs);
@@ -505,10 +673,16 @@ fn validate_volume_source(volume: &Volume, vi: &FieldPath, errs: &mut Vec<FieldE
     if let Some(empty) = &volume.empty_disk {
         let c = vi.child("emptyDisk").child("capacity");
         match &empty.capacity {
-            None => errs.push(FieldError::required(c, "an emptyDisk needs a capacity, e.g. \"2Gi\"")),
+            None => errs.push(FieldError::required(
+                c,
+                "an emptyDisk needs a capacity, e.g. \"2Gi\"",
+            )),
             Some(q) => match parse_quantity_bytes(&q.0) {
                 Err(e) => errs.push(FieldError::invalid(c, format!("{:?}: {e}", q.0))),
-                Ok(0) => errs.push(FieldError::invalid(c, format!("{:?}: must be greater than 0", q.0))),
+                Ok(0) => errs.push(FieldError::invalid(
+                    c,
+                    format!("{:?}: must be greater than 0", q.0),
+                )),
                 Ok(_) => {}
             },
         }
@@ -516,7 +690,10 @@ fn validate_volume_source(volume: &Volume, vi: &FieldPath, errs: &mut Vec<FieldE
     if let Some(hd) = &volume.host_disk {
         let h = vi.child("hostDisk");
         if hd.path.is_empty() {
-            errs.push(FieldError::required(h.child("path"), "a hostDisk needs a path"));
+            errs.push(FieldError::required(
+                h.child("path"),
+                "a hostDisk needs a path",
+            ));
         } else if !is_clean_absolute(&hd.path) {
             errs.push(FieldError::invalid(
                 h.child("path"),
@@ -533,8 +710,14 @@ fn validate_volume_source(volume: &Volume, vi: &FieldPath, errs: &mut Vec<FieldE
                 "capacity can only be set with type DiskOrCreate",
             )),
             (_, Some(q)) => match parse_quantity_bytes(&q.0) {
-                Err(e) => errs.push(FieldError::invalid(h.child("capacity"), format!("{:?}: {e}", q.0))),
-                Ok(0) => errs.push(FieldError::invalid(h.child("capacity"), format!("{:?}: must be greater than 0", q.0))),
+                Err(e) => errs.push(FieldError::invalid(
+                    h.child("capacity"),
+                    format!("{:?}: {e}", q.0),
+                )),
+                Ok(0) => errs.push(FieldError::invalid(
+                    h.child("capacity"),
+                    format!("{:?}: must be greater than 0", q.0),
+                )),
                 Ok(_) => {}
             },
             _ => {}
@@ -602,11 +785,18 @@ fn check_cloud_init_data(forms: DataForms<'_>, c: &FieldPath, errs: &mut Vec<Fie
 
 fn validate_cloud_init(ci: &CloudInitSource, c: &FieldPath, errs: &mut Vec<FieldError>) {
     let has_name = |r: &Option<crate::kubevirt::LocalObjectReference>| {
-        r.as_ref().is_some_and(|r| !r.name.as_deref().unwrap_or_default().is_empty())
+        r.as_ref()
+            .is_some_and(|r| !r.name.as_deref().unwrap_or_default().is_empty())
     };
-    for (field, r) in [("secretRef", &ci.user_data_secret_ref), ("networkDataSecretRef", &ci.network_data_secret_ref)] {
+    for (field, r) in [
+        ("secretRef", &ci.user_data_secret_ref),
+        ("networkDataSecretRef", &ci.network_data_secret_ref),
+    ] {
         if r.is_some() && !has_name(r) {
-            errs.push(FieldError::required(c.child(field).child("name"), "the Secret name is required"));
+            errs.push(FieldError::required(
+                c.child(field).child("name"),
+                "the Secret name is required",
+            ));
         }
     }
     let user = check_cloud_init_data(
@@ -624,7 +814,10 @@ fn validate_cloud_init(ci: &CloudInitSource, c: &FieldPath, errs: &mut Vec<Field
             label: "network data",
             inline: ("networkData", ci.network_data.as_ref()),
             base64: ("networkDataBase64", ci.network_data_base64.as_ref()),
-            secret: ("networkDataSecretRef", has_name(&ci.network_data_secret_ref)),
+            secret: (
+                "networkDataSecretRef",
+                has_name(&ci.network_data_secret_ref),
+            ),
         },
         c,
         errs,
@@ -649,23 +842,40 @@ fn validate_disks(
     for (i, disk) in disks.iter().enumerate() {
         let di = ds.index(i);
         for problem in dns1123_label_errors(&disk.name) {
-            errs.push(FieldError::invalid(di.child("name"), format!("{:?}: {problem}", disk.name)));
+            errs.push(FieldError::invalid(
+                di.child("name"),
+                format!("{:?}: {problem}", disk.name),
+            ));
         }
         if let Some(j) = first_duplicate(disks, i, |x| x.name.clone()) {
             errs.push(FieldError::duplicate(
                 di.child("name"),
-                format!("{:?}: {} has the same name; each volume can back one disk only", disk.name, ds.index(j)),
+                format!(
+                    "{:?}: {} has the same name; each volume can back one disk only",
+                    disk.name,
+                    ds.index(j)
+                ),
             ));
         }
         if !volume_names.contains(&disk.name.as_str()) {
             errs.push(FieldError::invalid(
                 di.child("name"),
-                format!("{:?}: no volume has this name; every disk needs a volume of the same name", disk.name),
+                format!(
+                    "{:?}: no volume has this name; every disk needs a volume of the same name",
+                    disk.name
+                ),
             ));
         }
-        let targets = [disk.disk.is_some(), disk.cdrom.is_some(), disk.lun.is_some()];
+        let targets = [
+            disk.disk.is_some(),
+            disk.cdrom.is_some(),
+            disk.lun.is_some(),
+        ];
         if targets.iter().filter(|t| **t).count() > 1 {
-            errs.push(FieldError::invalid(&di, "only one of disk, cdrom and lun may be set"));
+            errs.push(FieldError::invalid(
+                &di,
+                "only one of disk, cdrom and lun may be set",
+            ));
         }
         if disk.lun.is_some() {
             errs.push(FieldError::not_supported_yet(di.child("lun"), "lun"));
@@ -675,12 +885,18 @@ fn validate_disks(
             if let Some(bus) = &target.bus {
                 check_bus(bus, DISK_BUSES, &t.child("bus"), errs);
                 if bus == "sata" && target.readonly == Some(true) {
-                    errs.push(FieldError::invalid(t.child("readonly"), "sata hard disks cannot be read-only"));
+                    errs.push(FieldError::invalid(
+                        t.child("readonly"),
+                        "sata hard disks cannot be read-only",
+                    ));
                 }
             }
             if let Some(pci) = &target.pci_address {
                 if target.bus.as_deref().unwrap_or("virtio") != "virtio" {
-                    errs.push(FieldError::invalid(t.child("pciAddress"), "a PCI address needs bus virtio"));
+                    errs.push(FieldError::invalid(
+                        t.child("pciAddress"),
+                        "a PCI address needs bus virtio",
+                    ));
                 }
                 if !is_pci_address(pci) {
                     errs.push(FieldError::invalid(
@@ -694,7 +910,10 @@ fn validate_disks(
             let t = di.child("cdrom");
             if let Some(bus) = &target.bus {
                 if bus == "virtio" {
-                    errs.push(FieldError::invalid(t.child("bus"), "\"virtio\": a CD-ROM cannot use bus virtio"));
+                    errs.push(FieldError::invalid(
+                        t.child("bus"),
+                        "\"virtio\": a CD-ROM cannot use bus virtio",
+                    ));
                 } else {
                     check_bus(bus, CDROM_BUSES, &t.child("bus"), errs);
                 }
@@ -708,18 +927,30 @@ fn validate_disks(
             if serial.len() > MAX_STR_LEN || !serial.bytes().all(is_serial_char) {
                 errs.push(FieldError::invalid(
                     di.child("serial"),
-                    format!("{serial:?}: must be at most {MAX_STR_LEN} characters of [A-Za-z0-9_.+-]"),
+                    format!(
+                        "{serial:?}: must be at most {MAX_STR_LEN} characters of [A-Za-z0-9_.+-]"
+                    ),
                 ));
             }
         }
         if let Some(cache) = &disk.cache {
-            check_one_of(cache, &["none", "writethrough", "writeback"], &di.child("cache"), errs);
+            check_one_of(
+                cache,
+                &["none", "writethrough", "writeback"],
+                &di.child("cache"),
+                errs,
+            );
         }
         if let Some(io) = &disk.io {
             check_one_of(io, &["native", "threads"], &di.child("io"), errs);
         }
         if let Some(policy) = &disk.error_policy {
-            check_one_of(policy, &["stop", "ignore", "report", "enospace"], &di.child("errorPolicy"), errs);
+            check_one_of(
+                policy,
+                &["stop", "ignore", "report", "enospace"],
+                &di.child("errorPolicy"),
+                errs,
+            );
         }
         let bus = disk
             .disk
@@ -734,12 +965,18 @@ fn validate_disks(
             ));
         }
         if disk.changed_block_tracking == Some(true) {
-            errs.push(FieldError::not_supported_yet(di.child("changedBlockTracking"), "changedBlockTracking"));
+            errs.push(FieldError::not_supported_yet(
+                di.child("changedBlockTracking"),
+                "changedBlockTracking",
+            ));
         }
         if let Some(bs) = &disk.block_size {
             let b = di.child("blockSize");
             if bs.custom.is_some() && bs.match_volume.as_ref().is_some_and(|m| m.is_enabled()) {
-                errs.push(FieldError::invalid(&b, "custom and matchVolume are mutually exclusive"));
+                errs.push(FieldError::invalid(
+                    &b,
+                    "custom and matchVolume are mutually exclusive",
+                ));
             }
             if let Some(custom) = &bs.custom {
                 for (name, size) in [
@@ -763,7 +1000,10 @@ fn validate_disks(
 
 fn check_bus(bus: &str, allowed: &[&str], path: &FieldPath, errs: &mut Vec<FieldError>) {
     if bus == "ide" {
-        errs.push(FieldError::not_supported(path, "\"ide\": the IDE bus is not supported"));
+        errs.push(FieldError::not_supported(
+            path,
+            "\"ide\": the IDE bus is not supported",
+        ));
     } else {
         check_one_of(bus, allowed, path, errs);
     }
@@ -781,7 +1021,10 @@ fn check_boot_order(
         return;
     }
     match seen.get(&order) {
-        Some(first) => errs.push(FieldError::duplicate(path, format!("{order}: {first} has the same boot order"))),
+        Some(first) => errs.push(FieldError::duplicate(
+            path,
+            format!("{order}: {first} has the same boot order"),
+        )),
         None => {
             seen.insert(order, path.clone());
         }
@@ -803,29 +1046,50 @@ fn validate_networks(
     for (i, net) in networks.iter().enumerate() {
         let ni = n.index(i);
         for problem in dns1123_label_errors(&net.name) {
-            errs.push(FieldError::invalid(ni.child("name"), format!("{:?}: {problem}", net.name)));
+            errs.push(FieldError::invalid(
+                ni.child("name"),
+                format!("{:?}: {problem}", net.name),
+            ));
         }
         if let Some(j) = first_duplicate(networks, i, |x| x.name.clone()) {
-            errs.push(FieldError::duplicate(ni.child("name"), format!("{:?}: {} has the same name", net.name, n.index(j))));
+            errs.push(FieldError::duplicate(
+                ni.child("name"),
+                format!("{:?}: {} has the same name", net.name, n.index(j)),
+            ));
         } else if !interfaces.iter().any(|iface| iface.name == net.name) {
             errs.push(FieldError::invalid(
                 ni.child("name"),
-                format!("{:?}: no interface uses this network; add an interface with the same name", net.name),
+                format!(
+                    "{:?}: no interface uses this network; add an interface with the same name",
+                    net.name
+                ),
             ));
         }
         match (&net.pod, &net.multus) {
-            (None, None) => errs.push(FieldError::required(&ni, "exactly one network source is required: pod or multus")),
-            (Some(_), Some(_)) => errs.push(FieldError::invalid(&ni, "only one of pod and multus may be set")),
+            (None, None) => errs.push(FieldError::required(
+                &ni,
+                "exactly one network source is required: pod or multus",
+            )),
+            (Some(_), Some(_)) => errs.push(FieldError::invalid(
+                &ni,
+                "only one of pod and multus may be set",
+            )),
             _ => {}
         }
         if net.multus.is_some() {
-            errs.push(FieldError::not_supported_yet(ni.child("multus"), "network source multus"));
+            errs.push(FieldError::not_supported_yet(
+                ni.child("multus"),
+                "network source multus",
+            ));
         }
         if let Some(pod) = &net.pod {
             match pod_network {
                 Some(j) => errs.push(FieldError::duplicate(
                     ni.child("pod"),
-                    format!("only one pod network is allowed; {} is one already", n.index(j)),
+                    format!(
+                        "only one pod network is allowed; {} is one already",
+                        n.index(j)
+                    ),
                 )),
                 None => pod_network = Some(i),
             }
@@ -855,7 +1119,10 @@ fn validate_networks(
         let ii = is.index(i);
         validate_interface(iface, &ii, errs);
         if let Some(j) = first_duplicate(interfaces, i, |x| x.name.clone()) {
-            errs.push(FieldError::duplicate(ii.child("name"), format!("{:?}: {} has the same name", iface.name, is.index(j))));
+            errs.push(FieldError::duplicate(
+                ii.child("name"),
+                format!("{:?}: {} has the same name", iface.name, is.index(j)),
+            ));
         }
         match networks.iter().find(|net| net.name == iface.name) {
             None => errs.push(FieldError::invalid(
@@ -869,17 +1136,30 @@ fn validate_networks(
             }
         }
         if let Some(mac) = &iface.mac_address {
-            if let Some(j) = first_duplicate(interfaces, i, |x| x.mac_address.as_ref().map(|m| m.to_lowercase().replace('-', ":"))) {
-                errs.push(FieldError::duplicate(ii.child("macAddress"), format!("{mac:?}: {} has the same MAC address", is.index(j))));
+            if let Some(j) = first_duplicate(interfaces, i, |x| {
+                x.mac_address
+                    .as_ref()
+                    .map(|m| m.to_lowercase().replace('-', ":"))
+            }) {
+                errs.push(FieldError::duplicate(
+                    ii.child("macAddress"),
+                    format!("{mac:?}: {} has the same MAC address", is.index(j)),
+                ));
             }
         }
         check_boot_order(iface.boot_order, &ii.child("bootOrder"), boot_orders, errs);
         if let Some(index) = iface.acpi_index {
             let path = ii.child("acpiIndex");
             if !(1..=16383).contains(&index) {
-                errs.push(FieldError::invalid(&path, format!("{index}: must be between 1 and 16383")));
+                errs.push(FieldError::invalid(
+                    &path,
+                    format!("{index}: must be between 1 and 16383"),
+                ));
             } else if let Some(first) = acpi_indexes.get(&index) {
-                errs.push(FieldError::duplicate(&path, format!("{index}: {first} has the same ACPI index")));
+                errs.push(FieldError::duplicate(
+                    &path,
+                    format!("{index}: {first} has the same ACPI index"),
+                ));
             } else {
                 acpi_indexes.insert(index, path);
             }
@@ -889,15 +1169,24 @@ fn validate_networks(
 
 fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldError>) {
     for problem in dns1123_label_errors(&iface.name) {
-        errs.push(FieldError::invalid(ii.child("name"), format!("{:?}: {problem}", iface.name)));
+        errs.push(FieldError::invalid(
+            ii.child("name"),
+            format!("{:?}: {problem}", iface.name),
+        ));
     }
     let methods = iface.binding_methods();
     match methods.len() {
-        0 => errs.push(FieldError::required(ii, "a binding method is required, e.g. masquerade: {}")),
+        0 => errs.push(FieldError::required(
+            ii,
+            "a binding method is required, e.g. masquerade: {}",
+        )),
         1 => {}
         _ => errs.push(FieldError::invalid(
             ii,
-            format!("only one binding method may be set, found {}", methods.join(", ")),
+            format!(
+                "only one binding method may be set, found {}",
+                methods.join(", ")
+            ),
         )),
     }
     for method in methods {
@@ -905,9 +1194,14 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
             "masquerade" => {}
             "slirp" | "macvtap" | "passt" => errs.push(FieldError::not_supported(
                 ii.child(method),
-                format!("interface binding {method} was removed in KubeVirt v1.3 and is not supported"),
+                format!(
+                    "interface binding {method} was removed in KubeVirt v1.3 and is not supported"
+                ),
             )),
-            other => errs.push(FieldError::not_supported_yet(ii.child(other), &format!("interface binding {other}"))),
+            other => errs.push(FieldError::not_supported_yet(
+                ii.child(other),
+                &format!("interface binding {other}"),
+            )),
         }
     }
     if let Some(model) = &iface.model {
@@ -932,7 +1226,10 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
     if let Some(state) = &iface.state {
         match state.as_str() {
             "up" | "down" => {}
-            "absent" => errs.push(FieldError::not_supported_yet(ii.child("state"), "interface hot-unplug (state absent)")),
+            "absent" => errs.push(FieldError::not_supported_yet(
+                ii.child("state"),
+                "interface hot-unplug (state absent)",
+            )),
             other => check_one_of(other, &["up", "down"], &ii.child("state"), errs),
         }
     }
@@ -940,7 +1237,10 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
     for (k, port) in ports.iter().enumerate() {
         let pk = ii.child("ports").index(k);
         if !(1..=65535).contains(&port.port) {
-            errs.push(FieldError::invalid(pk.child("port"), format!("{}: must be between 1 and 65535", port.port)));
+            errs.push(FieldError::invalid(
+                pk.child("port"),
+                format!("{}: must be between 1 and 65535", port.port),
+            ));
         }
         if let Some(protocol) = &port.protocol {
             check_one_of(protocol, &["TCP", "UDP"], &pk.child("protocol"), errs);
@@ -948,7 +1248,9 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
         if let Some(name) = &port.name {
             let valid = !name.is_empty()
                 && name.len() <= 15
-                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && name.bytes().any(|b| b.is_ascii_lowercase())
                 && !name.starts_with('-')
                 && !name.ends_with('-')
@@ -959,7 +1261,10 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
                     format!("{name:?}: must be an IANA service name (at most 15 lowercase letters, digits and '-', with a letter)"),
                 ));
             } else if let Some(j) = first_duplicate(ports, k, |x| x.name.clone()) {
-                errs.push(FieldError::duplicate(pk.child("name"), format!("{name:?}: ports[{j}] has the same name")));
+                errs.push(FieldError::duplicate(
+                    pk.child("name"),
+                    format!("{name:?}: ports[{j}] has the same name"),
+                ));
             }
         }
     }
@@ -967,16 +1272,25 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
         let dp = ii.child("dhcpOptions");
         for (k, server) in dhcp.ntp_servers.iter().flatten().enumerate() {
             if server.parse::<Ipv4Addr>().is_err() {
-                errs.push(FieldError::invalid(dp.child("ntpServers").index(k), format!("{server:?}: must be an IPv4 address")));
+                errs.push(FieldError::invalid(
+                    dp.child("ntpServers").index(k),
+                    format!("{server:?}: must be an IPv4 address"),
+                ));
             }
         }
         let options = dhcp.private_options.as_deref().unwrap_or_default();
         for (k, option) in options.iter().enumerate() {
             let ok = dp.child("privateOptions").index(k).child("option");
             if !(224..=254).contains(&option.option) {
-                errs.push(FieldError::invalid(&ok, format!("{}: must be between 224 and 254", option.option)));
+                errs.push(FieldError::invalid(
+                    &ok,
+                    format!("{}: must be between 224 and 254", option.option),
+                ));
             } else if first_duplicate(options, k, |x| x.option).is_some() {
-                errs.push(FieldError::duplicate(&ok, format!("{}: set more than once", option.option)));
+                errs.push(FieldError::duplicate(
+                    &ok,
+                    format!("{}: set more than once", option.option),
+                ));
             }
         }
     }
@@ -985,32 +1299,58 @@ fn validate_interface(iface: &Interface, ii: &FieldPath, errs: &mut Vec<FieldErr
 fn validate_other_devices(domain: &DomainSpec, dv: &FieldPath, errs: &mut Vec<FieldError>) {
     let devices = &domain.devices;
     if devices.downward_metrics.is_some() {
-        errs.push(FieldError::not_supported_yet(dv.child("downwardMetrics"), "downwardMetrics"));
+        errs.push(FieldError::not_supported_yet(
+            dv.child("downwardMetrics"),
+            "downwardMetrics",
+        ));
     }
     if devices.autoattach_vsock == Some(true) {
-        errs.push(FieldError::not_supported_yet(dv.child("autoattachVSOCK"), "autoattachVSOCK"));
+        errs.push(FieldError::not_supported_yet(
+            dv.child("autoattachVSOCK"),
+            "autoattachVSOCK",
+        ));
     }
     if let Some(watchdog) = &devices.watchdog {
         let w = dv.child("watchdog");
         if watchdog.name.is_empty() {
-            errs.push(FieldError::required(w.child("name"), "the watchdog needs a name"));
+            errs.push(FieldError::required(
+                w.child("name"),
+                "the watchdog needs a name",
+            ));
         }
         if watchdog.diag288.is_some() {
-            errs.push(FieldError::not_supported(w.child("diag288"), "diag288 is an s390x watchdog; use i6300esb"));
+            errs.push(FieldError::not_supported(
+                w.child("diag288"),
+                "diag288 is an s390x watchdog; use i6300esb",
+            ));
         }
         if watchdog.i6300esb.is_some() && watchdog.diag288.is_some() {
-            errs.push(FieldError::invalid(&w, "only one of i6300esb and diag288 may be set"));
+            errs.push(FieldError::invalid(
+                &w,
+                "only one of i6300esb and diag288 may be set",
+            ));
         }
-        for (name, action) in [("i6300esb", &watchdog.i6300esb), ("diag288", &watchdog.diag288)] {
+        for (name, action) in [
+            ("i6300esb", &watchdog.i6300esb),
+            ("diag288", &watchdog.diag288),
+        ] {
             if let Some(action) = action.as_ref().and_then(|a| a.action.as_ref()) {
-                check_one_of(action, &["poweroff", "reset", "shutdown"], &w.child(name).child("action"), errs);
+                check_one_of(
+                    action,
+                    &["poweroff", "reset", "shutdown"],
+                    &w.child(name).child("action"),
+                    errs,
+                );
             }
         }
     }
     for (i, input) in devices.inputs.iter().flatten().enumerate() {
         let ip = dv.child("inputs").index(i);
         if input.name.is_empty() {
-            errs.push(FieldError::required(ip.child("name"), "the input device needs a name"));
+            errs.push(FieldError::required(
+                ip.child("name"),
+                "the input device needs a name",
+            ));
         }
         if let Some(bus) = &input.bus {
             check_one_of(bus, &["usb", "virtio"], &ip.child("bus"), errs);
@@ -1021,7 +1361,11 @@ fn validate_other_devices(domain: &DomainSpec, dv: &FieldPath, errs: &mut Vec<Fi
     }
 }
 
-fn validate_scheduling_and_dns(spec: &VirtualMachineInstanceSpec, p: &FieldPath, errs: &mut Vec<FieldError>) {
+fn validate_scheduling_and_dns(
+    spec: &VirtualMachineInstanceSpec,
+    p: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
     if let Some(selector) = &spec.node_selector {
         errs.extend(validate_labels(selector, &p.child("nodeSelector")));
     }
@@ -1031,7 +1375,10 @@ fn validate_scheduling_and_dns(spec: &VirtualMachineInstanceSpec, p: &FieldPath,
         let operator = t.operator.as_deref().unwrap_or("Equal");
         if !key.is_empty() {
             for problem in qualified_name_errors(key) {
-                errs.push(FieldError::invalid(tp.child("key"), format!("{key:?}: {problem}")));
+                errs.push(FieldError::invalid(
+                    tp.child("key"),
+                    format!("{key:?}: {problem}"),
+                ));
             }
         }
         match operator {
@@ -1045,13 +1392,21 @@ fn validate_scheduling_and_dns(spec: &VirtualMachineInstanceSpec, p: &FieldPath,
             }
             "Exists" => {
                 if !t.value.as_deref().unwrap_or_default().is_empty() {
-                    errs.push(FieldError::invalid(tp.child("value"), "value must be empty when operator is Exists"));
+                    errs.push(FieldError::invalid(
+                        tp.child("value"),
+                        "value must be empty when operator is Exists",
+                    ));
                 }
             }
             other => check_one_of(other, &["Equal", "Exists"], &tp.child("operator"), errs),
         }
         if let Some(effect) = t.effect.as_deref().filter(|e| !e.is_empty()) {
-            check_one_of(effect, &["NoSchedule", "PreferNoSchedule", "NoExecute"], &tp.child("effect"), errs);
+            check_one_of(
+                effect,
+                &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                &tp.child("effect"),
+                errs,
+            );
         }
         if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
             errs.push(FieldError::invalid(
@@ -1079,36 +1434,57 @@ fn validate_scheduling_and_dns(spec: &VirtualMachineInstanceSpec, p: &FieldPath,
     }
     if let Some(config) = &spec.dns_config {
         if nameservers.len() > 3 {
-            errs.push(FieldError::invalid(dc.child("nameservers"), "must not have more than 3 nameservers"));
+            errs.push(FieldError::invalid(
+                dc.child("nameservers"),
+                "must not have more than 3 nameservers",
+            ));
         }
         for (i, ns) in nameservers.iter().enumerate() {
             if ns.parse::<IpAddr>().is_err() && ns.parse::<Ipv6Addr>().is_err() {
-                errs.push(FieldError::invalid(dc.child("nameservers").index(i), format!("{ns:?}: must be an IP address")));
+                errs.push(FieldError::invalid(
+                    dc.child("nameservers").index(i),
+                    format!("{ns:?}: must be an IP address"),
+                ));
             }
         }
         let searches = config.searches.as_deref().unwrap_or_default();
         if searches.len() > 32 {
-            errs.push(FieldError::invalid(dc.child("searches"), "must not have more than 32 search paths"));
+            errs.push(FieldError::invalid(
+                dc.child("searches"),
+                "must not have more than 32 search paths",
+            ));
         }
         if searches.join(" ").len() > 2048 {
-            errs.push(FieldError::invalid(dc.child("searches"), "must not have more than 2048 characters in total"));
+            errs.push(FieldError::invalid(
+                dc.child("searches"),
+                "must not have more than 2048 characters in total",
+            ));
         }
         for (i, search) in searches.iter().enumerate() {
             let trimmed = search.strip_suffix('.').unwrap_or(search);
             for problem in dns1123_subdomain_errors(trimmed) {
-                errs.push(FieldError::invalid(dc.child("searches").index(i), format!("{search:?}: {problem}")));
+                errs.push(FieldError::invalid(
+                    dc.child("searches").index(i),
+                    format!("{search:?}: {problem}"),
+                ));
             }
         }
         for (i, option) in config.options.iter().flatten().enumerate() {
             if option.name.as_deref().unwrap_or_default().is_empty() {
-                errs.push(FieldError::required(dc.child("options").index(i).child("name"), "option name is required"));
+                errs.push(FieldError::required(
+                    dc.child("options").index(i).child("name"),
+                    "option name is required",
+                ));
             }
         }
     }
 }
 
 /// Label maps that must be valid wherever they appear in a template.
-pub(crate) fn validate_template_labels(labels: Option<&BTreeMap<String, String>>, path: &FieldPath) -> Vec<FieldError> {
+pub(crate) fn validate_template_labels(
+    labels: Option<&BTreeMap<String, String>>,
+    path: &FieldPath,
+) -> Vec<FieldError> {
     labels.map(|l| validate_labels(l, path)).unwrap_or_default()
 }
 
@@ -1150,19 +1526,29 @@ mod tests {
     #[track_caller]
     fn only(errs: &[FieldError], path: &str, kind: FieldErrorKind) -> String {
         assert_eq!(errs.len(), 1, "expected one error at {path}, got {errs:#?}");
-        assert_eq!((errs[0].path.as_str(), errs[0].kind), (path, kind), "{errs:#?}");
+        assert_eq!(
+            (errs[0].path.as_str(), errs[0].kind),
+            (path, kind),
+            "{errs:#?}"
+        );
         errs[0].message.clone()
     }
 
     #[track_caller]
     fn has(errs: &[FieldError], path: &str, kind: FieldErrorKind) {
-        assert!(errs.iter().any(|e| e.path == path && e.kind == kind), "no {kind:?} at {path} in {errs:#?}");
+        assert!(
+            errs.iter().any(|e| e.path == path && e.kind == kind),
+            "no {kind:?} at {path} in {errs:#?}"
+        );
     }
 
     fn volume(v: &mut Value, source: Value) {
         v["volumes"].as_array_mut().unwrap().push(source);
         let name = v["volumes"].as_array().unwrap().last().unwrap()["name"].clone();
-        v["domain"]["devices"]["disks"].as_array_mut().unwrap().push(json!({"name": name}));
+        v["domain"]["devices"]["disks"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": name}));
     }
 
     #[test]
@@ -1180,7 +1566,11 @@ mod tests {
     #[test]
     fn memory_is_required() {
         let errs = errors(|v| v["domain"]["resources"] = json!({}));
-        let msg = only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Required);
+        let msg = only(
+            &errs,
+            "spec.domain.resources.requests[memory]",
+            FieldErrorKind::Required,
+        );
         assert!(msg.contains("domain.memory.guest"), "{msg}");
     }
 
@@ -1198,9 +1588,17 @@ mod tests {
     #[test]
     fn memory_must_be_a_positive_quantity() {
         let errs = errors(|v| v["domain"]["resources"]["requests"]["memory"] = json!("lots"));
-        only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.resources.requests[memory]",
+            FieldErrorKind::Invalid,
+        );
         let errs = errors(|v| v["domain"]["resources"]["requests"]["memory"] = json!("0"));
-        let msg = only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Invalid);
+        let msg = only(
+            &errs,
+            "spec.domain.resources.requests[memory]",
+            FieldErrorKind::Invalid,
+        );
         assert!(msg.contains("greater than 0"));
         let errs = errors(|v| v["domain"]["memory"] = json!({"guest": "-1Gi"}));
         only(&errs, "spec.domain.memory.guest", FieldErrorKind::Invalid);
@@ -1209,12 +1607,20 @@ mod tests {
     #[test]
     fn requests_may_not_exceed_limits() {
         let errs = errors(|v| v["domain"]["resources"]["limits"] = json!({"memory": "32Mi"}));
-        only(&errs, "spec.domain.resources.requests[memory]", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.resources.requests[memory]",
+            FieldErrorKind::Invalid,
+        );
         let errs = errors(|v| {
             v["domain"]["resources"]["requests"]["cpu"] = json!("2");
             v["domain"]["resources"]["limits"] = json!({"cpu": "1500m"});
         });
-        only(&errs, "spec.domain.resources.requests[cpu]", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.resources.requests[cpu]",
+            FieldErrorKind::Invalid,
+        );
         let errs = errors(|v| {
             v["domain"]["resources"]["limits"] = json!({"memory": "64Mi"});
             v["domain"]["memory"] = json!({"guest": "128Mi"});
@@ -1225,24 +1631,45 @@ mod tests {
     #[test]
     fn only_cpu_and_memory_resources() {
         let errs = errors(|v| v["domain"]["resources"]["limits"] = json!({"nvidia.com/gpu": "1"}));
-        only(&errs, "spec.domain.resources.limits[nvidia.com/gpu]", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.domain.resources.limits[nvidia.com/gpu]",
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["resources"]["requests"]["cpu"] = json!("1x"));
-        only(&errs, "spec.domain.resources.requests[cpu]", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.resources.requests[cpu]",
+            FieldErrorKind::Invalid,
+        );
     }
 
     #[test]
     fn cpu_counts_must_be_positive() {
         for field in ["cores", "sockets", "threads"] {
             let errs = errors(|v| v["domain"]["cpu"] = json!({field: 0}));
-            only(&errs, &format!("spec.domain.cpu.{field}"), FieldErrorKind::Invalid);
+            only(
+                &errs,
+                &format!("spec.domain.cpu.{field}"),
+                FieldErrorKind::Invalid,
+            );
         }
-        assert_eq!(errors(|v| v["domain"]["cpu"] = json!({"cores": 2, "sockets": 1, "threads": 1})), vec![]);
+        assert_eq!(
+            errors(|v| v["domain"]["cpu"] = json!({"cores": 2, "sockets": 1, "threads": 1})),
+            vec![]
+        );
     }
 
     #[test]
     fn cpu_features_and_model() {
-        let errs = errors(|v| v["domain"]["cpu"] = json!({"features": [{"name": "pcid", "policy": "maybe"}]}));
-        only(&errs, "spec.domain.cpu.features[0].policy", FieldErrorKind::NotSupported);
+        let errs = errors(|v| {
+            v["domain"]["cpu"] = json!({"features": [{"name": "pcid", "policy": "maybe"}]})
+        });
+        only(
+            &errs,
+            "spec.domain.cpu.features[0].policy",
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["cpu"] = json!({"model": ""}));
         only(&errs, "spec.domain.cpu.model", FieldErrorKind::Invalid);
     }
@@ -1250,11 +1677,26 @@ mod tests {
     #[test]
     fn unsupported_cpu_and_memory_features() {
         let cases = [
-            (json!({"cpu": {"dedicatedCpuPlacement": true}}), "spec.domain.cpu.dedicatedCpuPlacement"),
-            (json!({"cpu": {"isolateEmulatorThread": true}}), "spec.domain.cpu.isolateEmulatorThread"),
-            (json!({"cpu": {"maxSockets": 4}}), "spec.domain.cpu.maxSockets"),
-            (json!({"memory": {"guest": "64Mi", "hugepages": {"pageSize": "2Mi"}}}), "spec.domain.memory.hugepages"),
-            (json!({"memory": {"guest": "64Mi", "maxGuest": "1Gi"}}), "spec.domain.memory.maxGuest"),
+            (
+                json!({"cpu": {"dedicatedCpuPlacement": true}}),
+                "spec.domain.cpu.dedicatedCpuPlacement",
+            ),
+            (
+                json!({"cpu": {"isolateEmulatorThread": true}}),
+                "spec.domain.cpu.isolateEmulatorThread",
+            ),
+            (
+                json!({"cpu": {"maxSockets": 4}}),
+                "spec.domain.cpu.maxSockets",
+            ),
+            (
+                json!({"memory": {"guest": "64Mi", "hugepages": {"pageSize": "2Mi"}}}),
+                "spec.domain.memory.hugepages",
+            ),
+            (
+                json!({"memory": {"guest": "64Mi", "maxGuest": "1Gi"}}),
+                "spec.domain.memory.maxGuest",
+            ),
         ];
         for (patch, path) in cases {
             let errs = errors(|v| {
@@ -1269,11 +1711,22 @@ mod tests {
 
     #[test]
     fn machine_type() {
-        assert_eq!(errors(|v| v["domain"]["machine"] = json!({"type": "pc-q35-7.2"})), vec![]);
+        assert_eq!(
+            errors(|v| v["domain"]["machine"] = json!({"type": "pc-q35-7.2"})),
+            vec![]
+        );
         let errs = errors(|v| v["domain"]["machine"] = json!({"type": "pc"}));
-        only(&errs, "spec.domain.machine.type", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.domain.machine.type",
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["machine"] = json!({"type": "microvm"}));
-        only(&errs, "spec.domain.machine.type", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.domain.machine.type",
+            FieldErrorKind::NotSupported,
+        );
     }
 
     #[test]
@@ -1281,15 +1734,30 @@ mod tests {
         let errs = errors(|v| v["domain"]["firmware"] = json!({"uuid": "not-a-uuid"}));
         only(&errs, "spec.domain.firmware.uuid", FieldErrorKind::Invalid);
         let errs = errors(|v| v["domain"]["firmware"] = json!({"serial": "has space"}));
-        only(&errs, "spec.domain.firmware.serial", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["firmware"] = json!({"bootloader": {"bios": {}, "efi": {"secureBoot": false}}}));
-        only(&errs, "spec.domain.firmware.bootloader", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.firmware.serial",
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            v["domain"]["firmware"] =
+                json!({"bootloader": {"bios": {}, "efi": {"secureBoot": false}}})
+        });
+        only(
+            &errs,
+            "spec.domain.firmware.bootloader",
+            FieldErrorKind::Invalid,
+        );
     }
 
     #[test]
     fn secure_boot_needs_smm() {
         let errs = errors(|v| v["domain"]["firmware"] = json!({"bootloader": {"efi": {}}}));
-        only(&errs, "spec.domain.firmware.bootloader.efi.secureBoot", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.firmware.bootloader.efi.secureBoot",
+            FieldErrorKind::Invalid,
+        );
         assert_eq!(
             errors(|v| {
                 v["domain"]["firmware"] = json!({"bootloader": {"efi": {}}});
@@ -1297,65 +1765,143 @@ mod tests {
             }),
             vec![]
         );
-        assert_eq!(errors(|v| v["domain"]["firmware"] = json!({"bootloader": {"efi": {"secureBoot": false}}})), vec![]);
+        assert_eq!(
+            errors(
+                |v| v["domain"]["firmware"] = json!({"bootloader": {"efi": {"secureBoot": false}}})
+            ),
+            vec![]
+        );
     }
 
     #[test]
     fn kernel_boot() {
-        let errs = errors(|v| v["domain"]["firmware"] = json!({"kernelBoot": {"kernelArgs": "console=ttyS0"}}));
-        only(&errs, "spec.domain.firmware.kernelBoot.kernelArgs", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k"}}}));
-        only(&errs, "spec.domain.firmware.kernelBoot.container", FieldErrorKind::Required);
         let errs = errors(|v| {
-            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k", "kernelPath": "boot/vmlinuz"}}})
+            v["domain"]["firmware"] = json!({"kernelBoot": {"kernelArgs": "console=ttyS0"}})
         });
-        only(&errs, "spec.domain.firmware.kernelBoot.container.kernelPath", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.firmware.kernelBoot.kernelArgs",
+            FieldErrorKind::Invalid,
+        );
         let errs = errors(|v| {
-            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": " ", "initrdPath": "/initrd"}}})
+            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k"}}})
         });
-        only(&errs, "spec.domain.firmware.kernelBoot.container.image", FieldErrorKind::Required);
+        only(
+            &errs,
+            "spec.domain.firmware.kernelBoot.container",
+            FieldErrorKind::Required,
+        );
+        let errs = errors(|v| {
+            v["domain"]["firmware"] =
+                json!({"kernelBoot": {"container": {"image": "k", "kernelPath": "boot/vmlinuz"}}})
+        });
+        only(
+            &errs,
+            "spec.domain.firmware.kernelBoot.container.kernelPath",
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            v["domain"]["firmware"] =
+                json!({"kernelBoot": {"container": {"image": " ", "initrdPath": "/initrd"}}})
+        });
+        only(
+            &errs,
+            "spec.domain.firmware.kernelBoot.container.image",
+            FieldErrorKind::Required,
+        );
     }
 
     #[test]
     fn features_and_clock() {
-        let errs = errors(|v| v["domain"]["features"] = json!({"hyperv": {"spinlocks": {"spinlocks": 100}}}));
-        only(&errs, "spec.domain.features.hyperv.spinlocks.spinlocks", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["features"] = json!({"hyperv": {"vendorid": {"vendorid": "0123456789abc"}}}));
-        only(&errs, "spec.domain.features.hyperv.vendorid.vendorid", FieldErrorKind::TooLong);
-        let errs = errors(|v| v["domain"]["features"] = json!({"hypervPassthrough": {}, "hyperv": {}}));
-        only(&errs, "spec.domain.features.hypervPassthrough", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["clock"] = json!({"utc": {}, "timezone": "Europe/Berlin"}));
+        let errs = errors(|v| {
+            v["domain"]["features"] = json!({"hyperv": {"spinlocks": {"spinlocks": 100}}})
+        });
+        only(
+            &errs,
+            "spec.domain.features.hyperv.spinlocks.spinlocks",
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            v["domain"]["features"] = json!({"hyperv": {"vendorid": {"vendorid": "0123456789abc"}}})
+        });
+        only(
+            &errs,
+            "spec.domain.features.hyperv.vendorid.vendorid",
+            FieldErrorKind::TooLong,
+        );
+        let errs =
+            errors(|v| v["domain"]["features"] = json!({"hypervPassthrough": {}, "hyperv": {}}));
+        only(
+            &errs,
+            "spec.domain.features.hypervPassthrough",
+            FieldErrorKind::Invalid,
+        );
+        let errs =
+            errors(|v| v["domain"]["clock"] = json!({"utc": {}, "timezone": "Europe/Berlin"}));
         only(&errs, "spec.domain.clock", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["clock"] = json!({"timer": {"rtc": {"tickPolicy": "merge"}}}));
-        only(&errs, "spec.domain.clock.timer.rtc.tickPolicy", FieldErrorKind::NotSupported);
+        let errs =
+            errors(|v| v["domain"]["clock"] = json!({"timer": {"rtc": {"tickPolicy": "merge"}}}));
+        only(
+            &errs,
+            "spec.domain.clock.timer.rtc.tickPolicy",
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["clock"] = json!({"timer": {"rtc": {"track": "moon"}}}));
-        only(&errs, "spec.domain.clock.timer.rtc.track", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.domain.clock.timer.rtc.track",
+            FieldErrorKind::NotSupported,
+        );
         assert_eq!(
-            errors(|v| v["domain"]["features"] = json!({"acpi": {}, "apic": {}, "smm": {"enabled": true}})),
+            errors(|v| v["domain"]["features"] =
+                json!({"acpi": {}, "apic": {}, "smm": {"enabled": true}})),
             vec![]
         );
     }
 
     #[test]
     fn io_threads_policy() {
-        assert_eq!(errors(|v| v["domain"]["ioThreadsPolicy"] = json!("shared")), vec![]);
+        assert_eq!(
+            errors(|v| v["domain"]["ioThreadsPolicy"] = json!("shared")),
+            vec![]
+        );
         let errs = errors(|v| v["domain"]["ioThreadsPolicy"] = json!("supplementalPool"));
-        only(&errs, "spec.domain.ioThreadsPolicy", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.domain.ioThreadsPolicy",
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["ioThreadsPolicy"] = json!("lots"));
-        only(&errs, "spec.domain.ioThreadsPolicy", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.domain.ioThreadsPolicy",
+            FieldErrorKind::NotSupported,
+        );
     }
 
     #[test]
     fn disk_must_name_an_existing_volume() {
-        let errs = errors(|v| v["domain"]["devices"]["disks"].as_array_mut().unwrap().push(json!({"name": "data"})));
-        let msg = only(&errs, "spec.domain.devices.disks[2].name", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "data"}))
+        });
+        let msg = only(
+            &errs,
+            "spec.domain.devices.disks[2].name",
+            FieldErrorKind::Invalid,
+        );
         assert!(msg.contains("no volume"), "{msg}");
     }
 
     #[test]
     fn volume_must_be_used_by_a_disk() {
         let errs = errors(|v| {
-            v["volumes"].as_array_mut().unwrap().push(json!({"name": "scratch", "emptyDisk": {"capacity": "1Gi"}}))
+            v["volumes"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "scratch", "emptyDisk": {"capacity": "1Gi"}}))
         });
         only(&errs, "spec.volumes[2].name", FieldErrorKind::Invalid);
     }
@@ -1365,7 +1911,11 @@ mod tests {
         let errs = errors(|v| v["domain"]["devices"]["disks"][1]["name"] = json!("containerdisk"));
         // The second disk repeats the first's name (so one volume would back two disks), and
         // the cloud-init volume is left without a disk.
-        has(&errs, "spec.domain.devices.disks[1].name", FieldErrorKind::Duplicate);
+        has(
+            &errs,
+            "spec.domain.devices.disks[1].name",
+            FieldErrorKind::Duplicate,
+        );
         has(&errs, "spec.volumes[1].name", FieldErrorKind::Invalid);
         assert_eq!(errs.len(), 2, "{errs:#?}");
     }
@@ -1374,7 +1924,11 @@ mod tests {
     fn volume_names_are_unique() {
         let errs = errors(|v| v["volumes"][1]["name"] = json!("containerdisk"));
         has(&errs, "spec.volumes[1].name", FieldErrorKind::Duplicate);
-        has(&errs, "spec.domain.devices.disks[1].name", FieldErrorKind::Invalid);
+        has(
+            &errs,
+            "spec.domain.devices.disks[1].name",
+            FieldErrorKind::Invalid,
+        );
     }
 
     #[test]
@@ -1384,14 +1938,22 @@ mod tests {
             v["domain"]["devices"]["disks"][0]["name"] = json!("Root_Disk");
         });
         has(&errs, "spec.volumes[0].name", FieldErrorKind::Invalid);
-        has(&errs, "spec.domain.devices.disks[0].name", FieldErrorKind::Invalid);
+        has(
+            &errs,
+            "spec.domain.devices.disks[0].name",
+            FieldErrorKind::Invalid,
+        );
         assert_eq!(errs.len(), 2, "{errs:#?}");
         let errs = errors(|v| {
             v["networks"][0]["name"] = json!("Default");
             v["domain"]["devices"]["interfaces"][0]["name"] = json!("Default");
         });
         has(&errs, "spec.networks[0].name", FieldErrorKind::Invalid);
-        has(&errs, "spec.domain.devices.interfaces[0].name", FieldErrorKind::Invalid);
+        has(
+            &errs,
+            "spec.domain.devices.interfaces[0].name",
+            FieldErrorKind::Invalid,
+        );
         assert_eq!(errs.len(), 2, "{errs:#?}");
     }
 
@@ -1409,7 +1971,10 @@ mod tests {
         let sources = [
             ("persistentVolumeClaim", json!({"claimName": "pvc"})),
             ("dataVolume", json!({"name": "dv"})),
-            ("ephemeral", json!({"persistentVolumeClaim": {"claimName": "pvc"}})),
+            (
+                "ephemeral",
+                json!({"persistentVolumeClaim": {"claimName": "pvc"}}),
+            ),
             ("configMap", json!({"name": "cm"})),
             ("secret", json!({"secretName": "s"})),
             ("serviceAccount", json!({"serviceAccountName": "default"})),
@@ -1421,19 +1986,39 @@ mod tests {
         ];
         for (kind, source) in sources {
             let errs = errors(|v| volume(v, json!({"name": "extra", kind: source})));
-            let msg = only(&errs, &format!("spec.volumes[2].{kind}"), FieldErrorKind::NotSupported);
-            assert_eq!(msg, format!("volume source {kind} is not supported by ferrovirt yet"));
+            let msg = only(
+                &errs,
+                &format!("spec.volumes[2].{kind}"),
+                FieldErrorKind::NotSupported,
+            );
+            assert_eq!(
+                msg,
+                format!("volume source {kind} is not supported by ferrovirt yet")
+            );
         }
     }
 
     #[test]
     fn container_disk() {
         let errs = errors(|v| v["volumes"][0]["containerDisk"]["image"] = json!(""));
-        only(&errs, "spec.volumes[0].containerDisk.image", FieldErrorKind::Required);
-        let errs = errors(|v| v["volumes"][0]["containerDisk"]["imagePullPolicy"] = json!("Sometimes"));
-        only(&errs, "spec.volumes[0].containerDisk.imagePullPolicy", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.volumes[0].containerDisk.image",
+            FieldErrorKind::Required,
+        );
+        let errs =
+            errors(|v| v["volumes"][0]["containerDisk"]["imagePullPolicy"] = json!("Sometimes"));
+        only(
+            &errs,
+            "spec.volumes[0].containerDisk.imagePullPolicy",
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["volumes"][0]["containerDisk"]["path"] = json!("disk/../../etc"));
-        only(&errs, "spec.volumes[0].containerDisk.path", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.volumes[0].containerDisk.path",
+            FieldErrorKind::Invalid,
+        );
         let decode_err = decode::<VirtualMachineInstanceSpec>({
             let mut v = base();
             v["volumes"][0]["containerDisk"] = json!({});
@@ -1447,19 +2032,30 @@ mod tests {
     #[test]
     fn cloud_init_user_data_sources() {
         let c = "spec.volumes[1].cloudInitNoCloud";
-        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userDataBase64"] = json!("SGkuXG4="));
+        let errs =
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userDataBase64"] = json!("SGkuXG4="));
         only(&errs, c, FieldErrorKind::Invalid);
         let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({}));
         only(&errs, c, FieldErrorKind::Required);
-        assert_eq!(errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"secretRef": {"name": "ud"}})), vec![]);
-        assert_eq!(errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": "SGkuXG4="})), vec![]);
+        assert_eq!(
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"secretRef": {"name": "ud"}})),
+            vec![]
+        );
+        assert_eq!(
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": "SGkuXG4="})),
+            vec![]
+        );
         assert_eq!(
             errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"networkData": "version: 2\n"})),
             vec![],
             "network data alone is accepted, as in KubeVirt"
         );
         let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"secretRef": {}}));
-        has(&errs, "spec.volumes[1].cloudInitNoCloud.secretRef.name", FieldErrorKind::Required);
+        has(
+            &errs,
+            "spec.volumes[1].cloudInitNoCloud.secretRef.name",
+            FieldErrorKind::Required,
+        );
         let errs = errors(|v| {
             v["volumes"][1]["cloudInitNoCloud"]["networkData"] = json!("version: 2");
             v["volumes"][1]["cloudInitNoCloud"]["networkDataBase64"] = json!("dmVyc2lvbjogMg==");
@@ -1469,51 +2065,146 @@ mod tests {
 
     #[test]
     fn cloud_init_base64_and_size() {
-        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": "not base64!"}));
-        only(&errs, "spec.volumes[1].cloudInitNoCloud.userDataBase64", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"networkDataBase64": "%%%"}));
-        only(&errs, "spec.volumes[1].cloudInitNoCloud.networkDataBase64", FieldErrorKind::Invalid);
+        let errs = errors(|v| {
+            v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": "not base64!"})
+        });
+        only(
+            &errs,
+            "spec.volumes[1].cloudInitNoCloud.userDataBase64",
+            FieldErrorKind::Invalid,
+        );
+        let errs =
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"networkDataBase64": "%%%"}));
+        only(
+            &errs,
+            "spec.volumes[1].cloudInitNoCloud.networkDataBase64",
+            FieldErrorKind::Invalid,
+        );
         let max = "x".repeat(CLOUD_INIT_DATA_MAX_BYTES);
-        assert_eq!(errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userData"] = json!(max)), vec![]);
-        let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userData"] = json!(format!("{max}x")));
-        only(&errs, "spec.volumes[1].cloudInitNoCloud.userData", FieldErrorKind::TooLong);
-        let big = base64::engine::general_purpose::STANDARD.encode(vec![b'a'; CLOUD_INIT_DATA_MAX_BYTES + 1]);
+        assert_eq!(
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userData"] = json!(max)),
+            vec![]
+        );
+        let errs =
+            errors(|v| v["volumes"][1]["cloudInitNoCloud"]["userData"] = json!(format!("{max}x")));
+        only(
+            &errs,
+            "spec.volumes[1].cloudInitNoCloud.userData",
+            FieldErrorKind::TooLong,
+        );
+        let big =
+            base64::engine::general_purpose::STANDARD
+                .encode(vec![b'a'; CLOUD_INIT_DATA_MAX_BYTES + 1]);
         let errs = errors(|v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userDataBase64": big}));
-        only(&errs, "spec.volumes[1].cloudInitNoCloud.userDataBase64", FieldErrorKind::TooLong);
+        only(
+            &errs,
+            "spec.volumes[1].cloudInitNoCloud.userDataBase64",
+            FieldErrorKind::TooLong,
+        );
     }
 
     #[test]
     fn one_cloud_init_volume() {
-        let errs = errors(|v| volume(v, json!({"name": "ci2", "cloudInitNoCloud": {"userData": "#cloud-config"}})));
-        only(&errs, "spec.volumes[2].cloudInitNoCloud", FieldErrorKind::Duplicate);
+        let errs = errors(|v| {
+            volume(
+                v,
+                json!({"name": "ci2", "cloudInitNoCloud": {"userData": "#cloud-config"}}),
+            )
+        });
+        only(
+            &errs,
+            "spec.volumes[2].cloudInitNoCloud",
+            FieldErrorKind::Duplicate,
+        );
     }
 
     #[test]
     fn empty_disk() {
-        assert_eq!(errors(|v| volume(v, json!({"name": "scratch", "emptyDisk": {"capacity": "2Gi"}}))), vec![]);
+        assert_eq!(
+            errors(|v| volume(
+                v,
+                json!({"name": "scratch", "emptyDisk": {"capacity": "2Gi"}})
+            )),
+            vec![]
+        );
         let errs = errors(|v| volume(v, json!({"name": "scratch", "emptyDisk": {}})));
-        only(&errs, "spec.volumes[2].emptyDisk.capacity", FieldErrorKind::Required);
-        let errs = errors(|v| volume(v, json!({"name": "scratch", "emptyDisk": {"capacity": "2GB"}})));
-        only(&errs, "spec.volumes[2].emptyDisk.capacity", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.volumes[2].emptyDisk.capacity",
+            FieldErrorKind::Required,
+        );
+        let errs = errors(|v| {
+            volume(
+                v,
+                json!({"name": "scratch", "emptyDisk": {"capacity": "2GB"}}),
+            )
+        });
+        only(
+            &errs,
+            "spec.volumes[2].emptyDisk.capacity",
+            FieldErrorKind::Invalid,
+        );
     }
 
     #[test]
     fn host_disk() {
         assert_eq!(
-            errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/var/lib/d.img", "type": "DiskOrCreate", "capacity": "1Gi"}}))),
+            errors(|v| volume(
+                v,
+                json!({"name": "hd", "hostDisk": {"path": "/var/lib/d.img", "type": "DiskOrCreate", "capacity": "1Gi"}})
+            )),
             vec![]
         );
-        assert_eq!(errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Disk"}}))), vec![]);
-        let errs = errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "d.img", "type": "Disk"}})));
-        only(&errs, "spec.volumes[2].hostDisk.path", FieldErrorKind::Invalid);
-        let errs = errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "DiskOrCreate"}})));
-        only(&errs, "spec.volumes[2].hostDisk.capacity", FieldErrorKind::Required);
-        let errs = errors(|v| volume(v, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Disk", "capacity": "1Gi"}})));
-        only(&errs, "spec.volumes[2].hostDisk.capacity", FieldErrorKind::Invalid);
+        assert_eq!(
+            errors(|v| volume(
+                v,
+                json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Disk"}})
+            )),
+            vec![]
+        );
+        let errs = errors(|v| {
+            volume(
+                v,
+                json!({"name": "hd", "hostDisk": {"path": "d.img", "type": "Disk"}}),
+            )
+        });
+        only(
+            &errs,
+            "spec.volumes[2].hostDisk.path",
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            volume(
+                v,
+                json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "DiskOrCreate"}}),
+            )
+        });
+        only(
+            &errs,
+            "spec.volumes[2].hostDisk.capacity",
+            FieldErrorKind::Required,
+        );
+        let errs = errors(|v| {
+            volume(
+                v,
+                json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Disk", "capacity": "1Gi"}}),
+            )
+        });
+        only(
+            &errs,
+            "spec.volumes[2].hostDisk.capacity",
+            FieldErrorKind::Invalid,
+        );
         let mut bad_type = base();
-        volume(&mut bad_type, json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Directory"}}));
+        volume(
+            &mut bad_type,
+            json!({"name": "hd", "hostDisk": {"path": "/d.img", "type": "Directory"}}),
+        );
         let err = decode::<VirtualMachineInstanceSpec>(bad_type).unwrap_err();
-        assert_eq!((err.path.as_str(), err.kind), ("volumes[2].hostDisk.type", FieldErrorKind::NotSupported));
+        assert_eq!(
+            (err.path.as_str(), err.kind),
+            ("volumes[2].hostDisk.type", FieldErrorKind::NotSupported)
+        );
     }
 
     #[test]
@@ -1521,62 +2212,151 @@ mod tests {
         let d = "spec.domain.devices.disks[0]";
         let errs = errors(|v| v["domain"]["devices"]["disks"][0]["cdrom"] = json!({}));
         only(&errs, d, FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "lun": {}}));
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "lun": {}})
+        });
         only(&errs, &format!("{d}.lun"), FieldErrorKind::NotSupported);
         let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["bus"] = json!("ide"));
-        only(&errs, &format!("{d}.disk.bus"), FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            &format!("{d}.disk.bus"),
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["bus"] = json!("floppy"));
-        only(&errs, &format!("{d}.disk.bus"), FieldErrorKind::NotSupported);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "cdrom": {"bus": "virtio"}}));
+        only(
+            &errs,
+            &format!("{d}.disk.bus"),
+            FieldErrorKind::NotSupported,
+        );
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0] =
+                json!({"name": "containerdisk", "cdrom": {"bus": "virtio"}})
+        });
         only(&errs, &format!("{d}.cdrom.bus"), FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "cdrom": {"tray": "ajar"}}));
-        only(&errs, &format!("{d}.cdrom.tray"), FieldErrorKind::NotSupported);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"] = json!({"bus": "sata", "readonly": true}));
-        only(&errs, &format!("{d}.disk.readonly"), FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"] = json!({"bus": "sata", "pciAddress": "0000:81:01.0"}));
-        only(&errs, &format!("{d}.disk.pciAddress"), FieldErrorKind::Invalid);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["pciAddress"] = json!("81:01.0"));
-        only(&errs, &format!("{d}.disk.pciAddress"), FieldErrorKind::Invalid);
-        assert_eq!(errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["pciAddress"] = json!("0000:81:01.0")), vec![]);
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0] =
+                json!({"name": "containerdisk", "cdrom": {"tray": "ajar"}})
+        });
+        only(
+            &errs,
+            &format!("{d}.cdrom.tray"),
+            FieldErrorKind::NotSupported,
+        );
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0]["disk"] = json!({"bus": "sata", "readonly": true})
+        });
+        only(
+            &errs,
+            &format!("{d}.disk.readonly"),
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0]["disk"] =
+                json!({"bus": "sata", "pciAddress": "0000:81:01.0"})
+        });
+        only(
+            &errs,
+            &format!("{d}.disk.pciAddress"),
+            FieldErrorKind::Invalid,
+        );
+        let errs =
+            errors(|v| v["domain"]["devices"]["disks"][0]["disk"]["pciAddress"] = json!("81:01.0"));
+        only(
+            &errs,
+            &format!("{d}.disk.pciAddress"),
+            FieldErrorKind::Invalid,
+        );
+        assert_eq!(
+            errors(
+                |v| v["domain"]["devices"]["disks"][0]["disk"]["pciAddress"] =
+                    json!("0000:81:01.0")
+            ),
+            vec![]
+        );
     }
 
     #[test]
     fn disk_options() {
         let d = "spec.domain.devices.disks[0]";
         let cases = [
-            ("cache", json!("unsafe"), "cache", FieldErrorKind::NotSupported),
+            (
+                "cache",
+                json!("unsafe"),
+                "cache",
+                FieldErrorKind::NotSupported,
+            ),
             ("io", json!("io_uring"), "io", FieldErrorKind::NotSupported),
-            ("errorPolicy", json!("explode"), "errorPolicy", FieldErrorKind::NotSupported),
-            ("serial", json!("bad serial"), "serial", FieldErrorKind::Invalid),
-            ("changedBlockTracking", json!(true), "changedBlockTracking", FieldErrorKind::NotSupported),
-            ("blockSize", json!({"custom": {"logical": 1000}}), "blockSize.custom.logical", FieldErrorKind::Invalid),
+            (
+                "errorPolicy",
+                json!("explode"),
+                "errorPolicy",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                "serial",
+                json!("bad serial"),
+                "serial",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "changedBlockTracking",
+                json!(true),
+                "changedBlockTracking",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                "blockSize",
+                json!({"custom": {"logical": 1000}}),
+                "blockSize.custom.logical",
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, value, path, kind) in cases {
             let errs = errors(|v| v["domain"]["devices"]["disks"][0][field] = value);
             only(&errs, &format!("{d}.{path}"), kind);
         }
         let errs = errors(|v| {
-            v["domain"]["devices"]["disks"][0] = json!({"name": "containerdisk", "disk": {"bus": "sata"}, "dedicatedIOThread": true})
+            v["domain"]["devices"]["disks"][0] =
+                json!({"name": "containerdisk", "disk": {"bus": "sata"}, "dedicatedIOThread": true})
         });
-        only(&errs, &format!("{d}.dedicatedIOThread"), FieldErrorKind::NotSupported);
-        let errs = errors(|v| v["domain"]["devices"]["disks"][0]["blockSize"] = json!({"custom": {"logical": 512}, "matchVolume": {}}));
+        only(
+            &errs,
+            &format!("{d}.dedicatedIOThread"),
+            FieldErrorKind::NotSupported,
+        );
+        let errs = errors(|v| {
+            v["domain"]["devices"]["disks"][0]["blockSize"] =
+                json!({"custom": {"logical": 512}, "matchVolume": {}})
+        });
         only(&errs, &format!("{d}.blockSize"), FieldErrorKind::Invalid);
     }
 
     #[test]
     fn boot_order() {
         let errs = errors(|v| v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(0));
-        only(&errs, "spec.domain.devices.disks[0].bootOrder", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.domain.devices.disks[0].bootOrder",
+            FieldErrorKind::Invalid,
+        );
         let errs = errors(|v| {
             v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(1);
             v["domain"]["devices"]["disks"][1]["bootOrder"] = json!(1);
         });
-        only(&errs, "spec.domain.devices.disks[1].bootOrder", FieldErrorKind::Duplicate);
+        only(
+            &errs,
+            "spec.domain.devices.disks[1].bootOrder",
+            FieldErrorKind::Duplicate,
+        );
         let errs = errors(|v| {
             v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(1);
             v["domain"]["devices"]["interfaces"][0]["bootOrder"] = json!(1);
         });
-        only(&errs, "spec.domain.devices.interfaces[0].bootOrder", FieldErrorKind::Duplicate);
+        only(
+            &errs,
+            "spec.domain.devices.interfaces[0].bootOrder",
+            FieldErrorKind::Duplicate,
+        );
         assert_eq!(
             errors(|v| {
                 v["domain"]["devices"]["disks"][0]["bootOrder"] = json!(1);
@@ -1589,24 +2369,46 @@ mod tests {
     #[test]
     fn interfaces_and_networks_pair_up() {
         let errs = errors(|v| v["domain"]["devices"]["interfaces"][0]["name"] = json!("other"));
-        has(&errs, "spec.domain.devices.interfaces[0].name", FieldErrorKind::Invalid);
+        has(
+            &errs,
+            "spec.domain.devices.interfaces[0].name",
+            FieldErrorKind::Invalid,
+        );
         has(&errs, "spec.networks[0].name", FieldErrorKind::Invalid);
         assert_eq!(errs.len(), 2, "{errs:#?}");
         let errs = errors(|v| v["domain"]["devices"]["interfaces"] = json!([]));
         only(&errs, "spec.networks[0].name", FieldErrorKind::Invalid);
         let errs = errors(|v| {
-            v["domain"]["devices"]["interfaces"].as_array_mut().unwrap().push(json!({"name": "default", "masquerade": {}}))
+            v["domain"]["devices"]["interfaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "default", "masquerade": {}}))
         });
-        only(&errs, "spec.domain.devices.interfaces[1].name", FieldErrorKind::Duplicate);
-        let errs = errors(|v| v["networks"].as_array_mut().unwrap().push(json!({"name": "default", "pod": {}})));
+        only(
+            &errs,
+            "spec.domain.devices.interfaces[1].name",
+            FieldErrorKind::Duplicate,
+        );
+        let errs = errors(|v| {
+            v["networks"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "default", "pod": {}}))
+        });
         has(&errs, "spec.networks[1].name", FieldErrorKind::Duplicate);
     }
 
     #[test]
     fn one_pod_network() {
         let errs = errors(|v| {
-            v["networks"].as_array_mut().unwrap().push(json!({"name": "second", "pod": {}}));
-            v["domain"]["devices"]["interfaces"].as_array_mut().unwrap().push(json!({"name": "second", "masquerade": {}}));
+            v["networks"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "second", "pod": {}}));
+            v["domain"]["devices"]["interfaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "second", "masquerade": {}}));
         });
         only(&errs, "spec.networks[1].pod", FieldErrorKind::Duplicate);
     }
@@ -1616,18 +2418,43 @@ mod tests {
         let errs = errors(|v| v["networks"][0] = json!({"name": "default"}));
         only(&errs, "spec.networks[0]", FieldErrorKind::Required);
         let errs = errors(|v| {
-            v["networks"].as_array_mut().unwrap().push(json!({"name": "blue", "multus": {"networkName": "blue-net"}}));
-            v["domain"]["devices"]["interfaces"].as_array_mut().unwrap().push(json!({"name": "blue", "bridge": {}}));
+            v["networks"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "blue", "multus": {"networkName": "blue-net"}}));
+            v["domain"]["devices"]["interfaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "blue", "bridge": {}}));
         });
-        has(&errs, "spec.networks[1].multus", FieldErrorKind::NotSupported);
-        has(&errs, "spec.domain.devices.interfaces[1].bridge", FieldErrorKind::NotSupported);
+        has(
+            &errs,
+            "spec.networks[1].multus",
+            FieldErrorKind::NotSupported,
+        );
+        has(
+            &errs,
+            "spec.domain.devices.interfaces[1].bridge",
+            FieldErrorKind::NotSupported,
+        );
         assert_eq!(errs.len(), 2, "{errs:#?}");
         let errs = errors(|v| v["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.0.2.0/31"}));
-        only(&errs, "spec.networks[0].pod.vmNetworkCIDR", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["networks"][0]["pod"] = json!({"vmIPv6NetworkCIDR": "10.0.2.0/24"}));
-        only(&errs, "spec.networks[0].pod.vmIPv6NetworkCIDR", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.networks[0].pod.vmNetworkCIDR",
+            FieldErrorKind::Invalid,
+        );
+        let errs =
+            errors(|v| v["networks"][0]["pod"] = json!({"vmIPv6NetworkCIDR": "10.0.2.0/24"}));
+        only(
+            &errs,
+            "spec.networks[0].pod.vmIPv6NetworkCIDR",
+            FieldErrorKind::Invalid,
+        );
         assert_eq!(
-            errors(|v| v["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.11.12.0/24", "vmIPv6NetworkCIDR": "fd10:0:2::/120"})),
+            errors(
+                |v| v["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.11.12.0/24", "vmIPv6NetworkCIDR": "fd10:0:2::/120"})
+            ),
             vec![]
         );
     }
@@ -1636,15 +2463,33 @@ mod tests {
     fn interface_bindings() {
         let i = "spec.domain.devices.interfaces[0]";
         for binding in ["bridge", "sriov", "passtBinding"] {
-            let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", binding: {}}));
-            let msg = only(&errs, &format!("{i}.{binding}"), FieldErrorKind::NotSupported);
-            assert_eq!(msg, format!("interface binding {binding} is not supported by ferrovirt yet"));
+            let errs = errors(|v| {
+                v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", binding: {}})
+            });
+            let msg = only(
+                &errs,
+                &format!("{i}.{binding}"),
+                FieldErrorKind::NotSupported,
+            );
+            assert_eq!(
+                msg,
+                format!("interface binding {binding} is not supported by ferrovirt yet")
+            );
         }
-        let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", "binding": {"name": "passt"}}));
+        let errs = errors(|v| {
+            v["domain"]["devices"]["interfaces"][0] =
+                json!({"name": "default", "binding": {"name": "passt"}})
+        });
         only(&errs, &format!("{i}.binding"), FieldErrorKind::NotSupported);
         for removed in ["slirp", "macvtap", "passt"] {
-            let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", removed: {}}));
-            let msg = only(&errs, &format!("{i}.{removed}"), FieldErrorKind::NotSupported);
+            let errs = errors(|v| {
+                v["domain"]["devices"]["interfaces"][0] = json!({"name": "default", removed: {}})
+            });
+            let msg = only(
+                &errs,
+                &format!("{i}.{removed}"),
+                FieldErrorKind::NotSupported,
+            );
             assert!(msg.contains("removed"), "{msg}");
         }
         let errs = errors(|v| v["domain"]["devices"]["interfaces"][0] = json!({"name": "default"}));
@@ -1658,18 +2503,73 @@ mod tests {
     fn interface_details() {
         let i = "spec.domain.devices.interfaces[0]";
         let cases = [
-            ("model", json!("e1001"), "model", FieldErrorKind::NotSupported),
-            ("macAddress", json!("de:ad:be:ef"), "macAddress", FieldErrorKind::Invalid),
-            ("pciAddress", json!("zz"), "pciAddress", FieldErrorKind::Invalid),
-            ("ports", json!([{"port": 0}]), "ports[0].port", FieldErrorKind::Invalid),
-            ("ports", json!([{"port": 80, "protocol": "SCTP"}]), "ports[0].protocol", FieldErrorKind::NotSupported),
-            ("ports", json!([{"port": 80, "name": "HTTP"}]), "ports[0].name", FieldErrorKind::Invalid),
-            ("ports", json!([{"port": 80, "name": "http"}, {"port": 81, "name": "http"}]), "ports[1].name", FieldErrorKind::Duplicate),
+            (
+                "model",
+                json!("e1001"),
+                "model",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                "macAddress",
+                json!("de:ad:be:ef"),
+                "macAddress",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "pciAddress",
+                json!("zz"),
+                "pciAddress",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "ports",
+                json!([{"port": 0}]),
+                "ports[0].port",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "ports",
+                json!([{"port": 80, "protocol": "SCTP"}]),
+                "ports[0].protocol",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                "ports",
+                json!([{"port": 80, "name": "HTTP"}]),
+                "ports[0].name",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "ports",
+                json!([{"port": 80, "name": "http"}, {"port": 81, "name": "http"}]),
+                "ports[1].name",
+                FieldErrorKind::Duplicate,
+            ),
             ("acpiIndex", json!(0), "acpiIndex", FieldErrorKind::Invalid),
-            ("state", json!("absent"), "state", FieldErrorKind::NotSupported),
-            ("state", json!("sideways"), "state", FieldErrorKind::NotSupported),
-            ("dhcpOptions", json!({"privateOptions": [{"option": 12, "value": "x"}]}), "dhcpOptions.privateOptions[0].option", FieldErrorKind::Invalid),
-            ("dhcpOptions", json!({"ntpServers": ["ntp.example"]}), "dhcpOptions.ntpServers[0]", FieldErrorKind::Invalid),
+            (
+                "state",
+                json!("absent"),
+                "state",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                "state",
+                json!("sideways"),
+                "state",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                "dhcpOptions",
+                json!({"privateOptions": [{"option": 12, "value": "x"}]}),
+                "dhcpOptions.privateOptions[0].option",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                "dhcpOptions",
+                json!({"ntpServers": ["ntp.example"]}),
+                "dhcpOptions.ntpServers[0]",
+                FieldErrorKind::Invalid,
+            ),
         ];
         for (field, value, path, kind) in cases {
             let errs = errors(|v| v["domain"]["devices"]["interfaces"][0][field] = value);
@@ -1680,7 +2580,8 @@ mod tests {
                 let iface = &mut v["domain"]["devices"]["interfaces"][0];
                 iface["model"] = json!("e1000e");
                 iface["macAddress"] = json!("DE-AD-00-00-BE-AF");
-                iface["ports"] = json!([{"name": "ssh", "port": 22}, {"port": 53, "protocol": "UDP"}]);
+                iface["ports"] =
+                    json!([{"name": "ssh", "port": 22}, {"port": 53, "protocol": "UDP"}]);
                 iface["state"] = json!("up");
             }),
             vec![]
@@ -1696,28 +2597,60 @@ mod tests {
                 {"name": "b", "masquerade": {}, "macAddress": "DE-AD-00-00-BE-AF"}
             ]);
         });
-        has(&errs, "spec.domain.devices.interfaces[1].macAddress", FieldErrorKind::Duplicate);
+        has(
+            &errs,
+            "spec.domain.devices.interfaces[1].macAddress",
+            FieldErrorKind::Duplicate,
+        );
     }
 
     #[test]
     fn other_devices() {
         let dv = "spec.domain.devices";
         let errs = errors(|v| v["domain"]["devices"]["downwardMetrics"] = json!({}));
-        only(&errs, &format!("{dv}.downwardMetrics"), FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            &format!("{dv}.downwardMetrics"),
+            FieldErrorKind::NotSupported,
+        );
         let errs = errors(|v| v["domain"]["devices"]["autoattachVSOCK"] = json!(true));
-        only(&errs, &format!("{dv}.autoattachVSOCK"), FieldErrorKind::NotSupported);
-        let errs = errors(|v| v["domain"]["devices"]["watchdog"] = json!({"name": "w", "diag288": {}}));
-        only(&errs, &format!("{dv}.watchdog.diag288"), FieldErrorKind::NotSupported);
-        let errs = errors(|v| v["domain"]["devices"]["watchdog"] = json!({"name": "w", "i6300esb": {"action": "explode"}}));
-        only(&errs, &format!("{dv}.watchdog.i6300esb.action"), FieldErrorKind::NotSupported);
-        let errs = errors(|v| v["domain"]["devices"]["inputs"] = json!([{"name": "k", "type": "keyboard"}]));
-        only(&errs, &format!("{dv}.inputs[0].type"), FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            &format!("{dv}.autoattachVSOCK"),
+            FieldErrorKind::NotSupported,
+        );
+        let errs =
+            errors(|v| v["domain"]["devices"]["watchdog"] = json!({"name": "w", "diag288": {}}));
+        only(
+            &errs,
+            &format!("{dv}.watchdog.diag288"),
+            FieldErrorKind::NotSupported,
+        );
+        let errs = errors(|v| {
+            v["domain"]["devices"]["watchdog"] =
+                json!({"name": "w", "i6300esb": {"action": "explode"}})
+        });
+        only(
+            &errs,
+            &format!("{dv}.watchdog.i6300esb.action"),
+            FieldErrorKind::NotSupported,
+        );
+        let errs = errors(|v| {
+            v["domain"]["devices"]["inputs"] = json!([{"name": "k", "type": "keyboard"}])
+        });
+        only(
+            &errs,
+            &format!("{dv}.inputs[0].type"),
+            FieldErrorKind::NotSupported,
+        );
         assert_eq!(
             errors(|v| {
                 v["domain"]["devices"]["rng"] = json!({});
                 v["domain"]["devices"]["autoattachSerialConsole"] = json!(true);
-                v["domain"]["devices"]["inputs"] = json!([{"name": "tablet", "bus": "usb", "type": "tablet"}]);
-                v["domain"]["devices"]["watchdog"] = json!({"name": "w", "i6300esb": {"action": "poweroff"}});
+                v["domain"]["devices"]["inputs"] =
+                    json!([{"name": "tablet", "bus": "usb", "type": "tablet"}]);
+                v["domain"]["devices"]["watchdog"] =
+                    json!({"name": "w", "i6300esb": {"action": "poweroff"}});
             }),
             vec![]
         );
@@ -1726,8 +2659,15 @@ mod tests {
     #[test]
     fn lifecycle_and_identity_fields() {
         let errs = errors(|v| v["terminationGracePeriodSeconds"] = json!(-1));
-        only(&errs, "spec.terminationGracePeriodSeconds", FieldErrorKind::Invalid);
-        assert_eq!(errors(|v| v["terminationGracePeriodSeconds"] = json!(0)), vec![]);
+        only(
+            &errs,
+            "spec.terminationGracePeriodSeconds",
+            FieldErrorKind::Invalid,
+        );
+        assert_eq!(
+            errors(|v| v["terminationGracePeriodSeconds"] = json!(0)),
+            vec![]
+        );
         let errs = errors(|v| v["hostname"] = json!("my_host"));
         only(&errs, "spec.hostname", FieldErrorKind::Invalid);
         let errs = errors(|v| v["subdomain"] = json!("-bad"));
@@ -1740,28 +2680,53 @@ mod tests {
     #[test]
     fn probes_and_access_credentials_are_refused() {
         for field in ["livenessProbe", "readinessProbe"] {
-            let errs = errors(|v| v[field] = json!({"tcpSocket": {"port": 22}, "initialDelaySeconds": 5}));
-            let msg = only(&errs, &format!("spec.{field}"), FieldErrorKind::NotSupported);
+            let errs =
+                errors(|v| v[field] = json!({"tcpSocket": {"port": 22}, "initialDelaySeconds": 5}));
+            let msg = only(
+                &errs,
+                &format!("spec.{field}"),
+                FieldErrorKind::NotSupported,
+            );
             assert_eq!(msg, format!("{field} is not supported by ferrovirt yet"));
         }
-        let errs = errors(|v| {
-            v["accessCredentials"] = json!([{"sshPublicKey": {"source": {"secret": {"secretName": "k"}}, "propagationMethod": {"noCloud": {}}}}])
-        });
-        only(&errs, "spec.accessCredentials", FieldErrorKind::NotSupported);
+        let errs = errors(
+            |v| v["accessCredentials"] = json!([{"sshPublicKey": {"source": {"secret": {"secretName": "k"}}, "propagationMethod": {"noCloud": {}}}}]),
+        );
+        only(
+            &errs,
+            "spec.accessCredentials",
+            FieldErrorKind::NotSupported,
+        );
     }
 
     #[test]
     fn scheduling_fields() {
         let errs = errors(|v| v["nodeSelector"] = json!({"bad key": "x"}));
         only(&errs, "spec.nodeSelector", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["tolerations"] = json!([{"key": "k", "operator": "Exists", "value": "v"}]));
+        let errs = errors(|v| {
+            v["tolerations"] = json!([{"key": "k", "operator": "Exists", "value": "v"}])
+        });
         only(&errs, "spec.tolerations[0].value", FieldErrorKind::Invalid);
         let errs = errors(|v| v["tolerations"] = json!([{"operator": "Equal", "value": "v"}]));
-        only(&errs, "spec.tolerations[0].operator", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["tolerations"] = json!([{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]));
-        only(&errs, "spec.tolerations[0].tolerationSeconds", FieldErrorKind::Invalid);
+        only(
+            &errs,
+            "spec.tolerations[0].operator",
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            v["tolerations"] = json!([{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}])
+        });
+        only(
+            &errs,
+            "spec.tolerations[0].tolerationSeconds",
+            FieldErrorKind::Invalid,
+        );
         let errs = errors(|v| v["tolerations"] = json!([{"key": "k", "effect": "Sometimes"}]));
-        only(&errs, "spec.tolerations[0].effect", FieldErrorKind::NotSupported);
+        only(
+            &errs,
+            "spec.tolerations[0].effect",
+            FieldErrorKind::NotSupported,
+        );
         assert_eq!(
             errors(|v| {
                 v["nodeSelector"] = json!({"kubernetes.io/hostname": "n1"});
@@ -1778,10 +2743,20 @@ mod tests {
         let errs = errors(|v| v["dnsPolicy"] = json!("Sometimes"));
         only(&errs, "spec.dnsPolicy", FieldErrorKind::NotSupported);
         let errs = errors(|v| v["dnsPolicy"] = json!("None"));
-        only(&errs, "spec.dnsConfig.nameservers", FieldErrorKind::Required);
+        only(
+            &errs,
+            "spec.dnsConfig.nameservers",
+            FieldErrorKind::Required,
+        );
         let errs = errors(|v| v["dnsConfig"] = json!({"nameservers": ["one.one.one.one"]}));
-        only(&errs, "spec.dnsConfig.nameservers[0]", FieldErrorKind::Invalid);
-        let errs = errors(|v| v["dnsConfig"] = json!({"nameservers": ["1.1.1.1", "8.8.8.8", "9.9.9.9", "::1"]}));
+        only(
+            &errs,
+            "spec.dnsConfig.nameservers[0]",
+            FieldErrorKind::Invalid,
+        );
+        let errs = errors(|v| {
+            v["dnsConfig"] = json!({"nameservers": ["1.1.1.1", "8.8.8.8", "9.9.9.9", "::1"]})
+        });
         only(&errs, "spec.dnsConfig.nameservers", FieldErrorKind::Invalid);
         let errs = errors(|v| v["dnsConfig"] = json!({"searches": ["Bad_Domain"]}));
         only(&errs, "spec.dnsConfig.searches[0]", FieldErrorKind::Invalid);
@@ -1791,6 +2766,116 @@ mod tests {
                 v["dnsConfig"] = json!({"nameservers": ["10.0.0.10", "fd00::10"], "searches": ["svc.cluster.local."], "options": [{"name": "ndots", "value": "2"}]});
             }),
             vec![]
+        );
+    }
+
+    #[test]
+    fn remaining_refusals_have_exact_paths() {
+        type Patch = fn(&mut Value);
+        let cases: Vec<(Patch, &str, FieldErrorKind)> = vec![
+            (
+                |v| v["domain"]["devices"]["watchdog"] = json!({"name": "", "i6300esb": {}}),
+                "spec.domain.devices.watchdog.name",
+                FieldErrorKind::Required,
+            ),
+            (
+                |v| v["domain"]["devices"]["inputs"] = json!([{"name": "t", "bus": "ps2"}]),
+                "spec.domain.devices.inputs[0].bus",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                |v| v["domain"]["devices"]["inputs"] = json!([{"name": ""}]),
+                "spec.domain.devices.inputs[0].name",
+                FieldErrorKind::Required,
+            ),
+            (
+                |v| v["domain"]["cpu"] = json!({"features": [{"name": ""}]}),
+                "spec.domain.cpu.features[0].name",
+                FieldErrorKind::Required,
+            ),
+            (
+                |v| v["domain"]["clock"] = json!({"timezone": ""}),
+                "spec.domain.clock.timezone",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                |v| v["domain"]["clock"] = json!({"timer": {"hpet": {"tickPolicy": "skip"}}}),
+                "spec.domain.clock.timer.hpet.tickPolicy",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                |v| v["domain"]["clock"] = json!({"timer": {"pit": {"tickPolicy": "merge"}}}),
+                "spec.domain.clock.timer.pit.tickPolicy",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                |v| v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k", "kernelPath": "/k", "imagePullPolicy": "Often"}}}),
+                "spec.domain.firmware.kernelBoot.container.imagePullPolicy",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                |v| v["domain"]["devices"]["interfaces"][0]["dhcpOptions"] = json!({"privateOptions": [{"option": 240, "value": "a"}, {"option": 240, "value": "b"}]}),
+                "spec.domain.devices.interfaces[0].dhcpOptions.privateOptions[1].option",
+                FieldErrorKind::Duplicate,
+            ),
+            (
+                |v| v["tolerations"] = json!([{"key": "bad key", "operator": "Exists"}]),
+                "spec.tolerations[0].key",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                |v| v["tolerations"] = json!([{"key": "k", "operator": "Maybe"}]),
+                "spec.tolerations[0].operator",
+                FieldErrorKind::NotSupported,
+            ),
+            (
+                |v| v["dnsConfig"] = json!({"options": [{"value": "1"}]}),
+                "spec.dnsConfig.options[0].name",
+                FieldErrorKind::Required,
+            ),
+            (
+                |v| v["dnsConfig"] = json!({"searches": (0..33).map(|i| format!("s{i}.example")).collect::<Vec<_>>()}),
+                "spec.dnsConfig.searches",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                |v| {
+                    v["domain"]["features"] =
+                        json!({"hypervPassthrough": {}, "hyperv": {"relaxed": {}}})
+                },
+                "spec.domain.features.hypervPassthrough",
+                FieldErrorKind::Invalid,
+            ),
+            (
+                |v| {
+                    v["volumes"][1]["cloudInitNoCloud"] =
+                        json!({"networkDataSecretRef": {}, "userData": "x"})
+                },
+                "spec.volumes[1].cloudInitNoCloud.networkDataSecretRef.name",
+                FieldErrorKind::Required,
+            ),
+            (
+                |v| v["volumes"][1]["cloudInitNoCloud"] = json!({"userData": "x", "networkData": "y".repeat(CLOUD_INIT_DATA_MAX_BYTES + 1)}),
+                "spec.volumes[1].cloudInitNoCloud.networkData",
+                FieldErrorKind::TooLong,
+            ),
+        ];
+        for (patch, path, kind) in cases {
+            let errs = errors(patch);
+            only(&errs, path, kind);
+        }
+        // Two interfaces need two networks; the second pod network is refused as well.
+        let errs = errors(|v| {
+            v["networks"] = json!([{"name": "default", "pod": {}}, {"name": "b", "pod": {}}]);
+            v["domain"]["devices"]["interfaces"] = json!([
+                {"name": "default", "masquerade": {}, "acpiIndex": 3},
+                {"name": "b", "masquerade": {}, "acpiIndex": 3}
+            ]);
+        });
+        has(
+            &errs,
+            "spec.domain.devices.interfaces[1].acpiIndex",
+            FieldErrorKind::Duplicate,
         );
     }
 
@@ -1806,7 +2891,11 @@ mod tests {
         bad.spec.termination_grace_period_seconds = Some(-5);
         let errs = validate_vmi(&bad, None);
         has(&errs, "metadata.name", FieldErrorKind::Invalid);
-        has(&errs, "spec.terminationGracePeriodSeconds", FieldErrorKind::Invalid);
+        has(
+            &errs,
+            "spec.terminationGracePeriodSeconds",
+            FieldErrorKind::Invalid,
+        );
     }
 
     #[test]
@@ -1816,11 +2905,20 @@ mod tests {
         new.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
         new.status = Some(Default::default());
         assert_eq!(validate_vmi(&new, Some(&old)), vec![]);
-        new.spec.domain.resources.requests = Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("128Mi".into()))].into());
+        new.spec.domain.resources.requests = Some(
+            [(
+                "memory".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("128Mi".into()),
+            )]
+            .into(),
+        );
         new.spec.hostname = Some("h".into());
         let errs = validate_vmi(&new, Some(&old));
         let msg = only(&errs, "spec", FieldErrorKind::Forbidden);
-        assert!(msg.starts_with("spec.domain, spec.hostname may not be changed"), "{msg}");
+        assert!(
+            msg.starts_with("spec.domain, spec.hostname may not be changed"),
+            "{msg}"
+        );
         assert_eq!(validate_vmi_update(&new, &old).len(), 1);
     }
 }

@@ -529,7 +529,10 @@ pub struct Devices {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_multi_queue: Option<bool>,
     /// Multi-queue virtio network devices.
-    #[serde(rename = "networkInterfaceMultiqueue", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkInterfaceMultiqueue",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_interface_multi_queue: Option<bool>,
     /// Downward metrics virtio-serial device.
     #[serde(skip_serializing_if = "Option::is_none")]

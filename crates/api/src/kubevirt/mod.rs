@@ -61,7 +61,10 @@ impl<'de, K: k8s_openapi::Resource> Deserialize<'de> for ApiVersionTag<K> {
         if v == K::API_VERSION {
             Ok(ApiVersionTag(std::marker::PhantomData))
         } else {
-            Err(serde::de::Error::invalid_value(serde::de::Unexpected::Str(&v), &K::API_VERSION))
+            Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&v),
+                &K::API_VERSION,
+            ))
         }
     }
 }
@@ -75,7 +78,10 @@ impl<'de, K: k8s_openapi::Resource> Deserialize<'de> for KindTag<K> {
         if v == K::KIND {
             Ok(KindTag(std::marker::PhantomData))
         } else {
-            Err(serde::de::Error::invalid_value(serde::de::Unexpected::Str(&v), &K::KIND))
+            Err(serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&v),
+                &K::KIND,
+            ))
         }
     }
 }
@@ -166,10 +172,22 @@ mod tests {
         assert_eq!(VirtualMachine::VERSION, "v1");
         assert_eq!(VirtualMachine::KIND, "VirtualMachine");
         assert_eq!(VirtualMachine::URL_PATH_SEGMENT, "virtualmachines");
-        assert_eq!(VirtualMachineInstance::URL_PATH_SEGMENT, "virtualmachineinstances");
-        assert_eq!(VirtualMachineInstanceReplicaSet::URL_PATH_SEGMENT, "virtualmachineinstancereplicasets");
-        assert_eq!(VirtualMachineInstanceMigration::URL_PATH_SEGMENT, "virtualmachineinstancemigrations");
-        assert_eq!(<VirtualMachineInstance as k8s_openapi::ListableResource>::LIST_KIND, "VirtualMachineInstanceList");
+        assert_eq!(
+            VirtualMachineInstance::URL_PATH_SEGMENT,
+            "virtualmachineinstances"
+        );
+        assert_eq!(
+            VirtualMachineInstanceReplicaSet::URL_PATH_SEGMENT,
+            "virtualmachineinstancereplicasets"
+        );
+        assert_eq!(
+            VirtualMachineInstanceMigration::URL_PATH_SEGMENT,
+            "virtualmachineinstancemigrations"
+        );
+        assert_eq!(
+            <VirtualMachineInstance as k8s_openapi::ListableResource>::LIST_KIND,
+            "VirtualMachineInstanceList"
+        );
     }
 
     #[test]
@@ -186,10 +204,14 @@ mod tests {
     #[test]
     fn wrong_kind_or_api_version_is_refused() {
         let spec = json!({"template": {"spec": {"domain": {"devices": {}}}}});
-        let wrong_kind = json!({"apiVersion": "kubevirt.io/v1", "kind": "Pod", "metadata": {}, "spec": spec});
-        let err = serde_json::from_value::<VirtualMachine>(wrong_kind).unwrap_err().to_string();
+        let wrong_kind =
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "Pod", "metadata": {}, "spec": spec});
+        let err = serde_json::from_value::<VirtualMachine>(wrong_kind)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("VirtualMachine"), "{err}");
-        let wrong_version = json!({"apiVersion": "kubevirt.io/v1alpha3", "kind": "VirtualMachine", "spec": spec});
+        let wrong_version =
+            json!({"apiVersion": "kubevirt.io/v1alpha3", "kind": "VirtualMachine", "spec": spec});
         assert!(serde_json::from_value::<VirtualMachine>(wrong_version).is_err());
         let neither = json!({"spec": spec});
         assert!(serde_json::from_value::<VirtualMachine>(neither).is_ok());

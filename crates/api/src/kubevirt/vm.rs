@@ -225,7 +225,11 @@ pub struct VirtualMachineStatus {
 impl VirtualMachineStatus {
     /// The condition of type `type_`, if present.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.conditions.as_deref().unwrap_or_default().iter().find(|c| c.type_ == type_)
+        self.conditions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == type_)
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ExecAction, HTTPGetAction, PodDNSConfig, TCPSocketAction, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, ExecAction, HTTPGetAction, PodDNSConfig, TCPSocketAction, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
@@ -289,7 +291,11 @@ pub struct VirtualMachineInstanceStatus {
 impl VirtualMachineInstanceStatus {
     /// The condition of type `type_`, if present.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.conditions.as_deref().unwrap_or_default().iter().find(|c| c.type_ == type_)
+        self.conditions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == type_)
     }
 }
 

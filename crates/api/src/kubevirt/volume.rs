@@ -65,10 +65,16 @@ impl Volume {
         let candidates: [(&'static str, bool); 15] = [
             ("containerDisk", self.container_disk.is_some()),
             ("cloudInitNoCloud", self.cloud_init_no_cloud.is_some()),
-            ("cloudInitConfigDrive", self.cloud_init_config_drive.is_some()),
+            (
+                "cloudInitConfigDrive",
+                self.cloud_init_config_drive.is_some(),
+            ),
             ("emptyDisk", self.empty_disk.is_some()),
             ("hostDisk", self.host_disk.is_some()),
-            ("persistentVolumeClaim", self.persistent_volume_claim.is_some()),
+            (
+                "persistentVolumeClaim",
+                self.persistent_volume_claim.is_some(),
+            ),
             ("dataVolume", self.data_volume.is_some()),
             ("ephemeral", self.ephemeral.is_some()),
             ("configMap", self.config_map.is_some()),
@@ -79,7 +85,11 @@ impl Volume {
             ("sysprep", self.sysprep.is_some()),
             ("memoryDump", self.memory_dump.is_some()),
         ];
-        candidates.into_iter().filter(|(_, set)| *set).map(|(name, _)| name).collect()
+        candidates
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
     }
 }
 
