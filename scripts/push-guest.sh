@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Push ferrovirt's test guest to a registry as a KubeVirt containerDisk:
+#
+#     scripts/push-guest.sh REGISTRY_HOST:PORT [REPO:TAG]     (default REPO:TAG: ferrovirt/guest:latest)
+#
+# e.g. scripts/push-guest.sh 127.0.0.1:5000  then  containerDisk.image: 127.0.0.1:5000/ferrovirt/guest:latest
+#
+# The image is what KubeVirt expects of a containerDisk: one layer, a tar holding disk/disk.qcow2 owned by
+# 107:107 with mode 0440 (guest/make-oci-layout.py writes it as an OCI image layout, with sha256 digests),
+# pushed over plain HTTP by Debian's skopeo:
+#     skopeo copy oci:LAYOUT:TAG docker://HOST:PORT/REPO:TAG --dest-tls-verify=false
+# The disk comes from scripts/build-guest.sh, which is run first (it is cached: a no-op when up to date).
+#
+# Environment:
+#   GUEST_DIR     build output folder (default <repo>/target/guest)
+#   GUEST_FORMAT  qcow2 (default) or raw: which disk goes into the image (disk/disk.qcow2 or disk/disk.img)
+# Installs skopeo with apt-get if it is missing. Prints the pushed manifest's digest on stdout.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ $# -lt 1 || $# -gt 2 || "$1" == -h || "$1" == --help ]]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+fi
+registry="$1"
+ref="${2:-ferrovirt/guest:latest}"
+if [[ "${ref##*/}" == *:* ]]; then
+    repo="${ref%:*}"
+    tag="${ref##*:}"
+else
+    repo="$ref"
+    tag=latest
+fi
+guest_dir="${GUEST_DIR:-$repo_root/target/guest}"
+case "${GUEST_FORMAT:-qcow2}" in
+qcow2) disk="$guest_dir/disk.qcow2" ;;
+raw) disk="$guest_dir/disk.img" ;;
+*) echo "push-guest: GUEST_FORMAT must be qcow2 or raw" >&2; exit 2 ;;
+esac
+
+log() { printf 'push-guest: %s\n' "$*" >&2; }
+
+"$repo_root/scripts/build-guest.sh" "$guest_dir" >/dev/null
+
+if ! command -v skopeo >/dev/null; then
+    log "installing skopeo"
+    run=()
+    [[ "$(id -u)" -eq 0 ]] || run=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${run[@]}" apt-get update -q >&2
+    "${run[@]}" apt-get install -y -q --no-install-recommends skopeo >&2
+fi
+python=python3
+command -v "$python" >/dev/null || python=/usr/bin/python3
+
+layout="$(mktemp -d)"
+trap 'rm -rf "$layout"' EXIT
+log "writing the OCI layout for $(basename "$disk")"
+"$python" "$repo_root/guest/make-oci-layout.py" "$disk" "$layout" "$tag" >/dev/null
+
+policy=()
+[[ -f /etc/containers/policy.json ]] || policy=(--insecure-policy)
+log "pushing to $registry/$repo:$tag"
+skopeo "${policy[@]}" copy --quiet --dest-tls-verify=false \
+    --digestfile "$layout/pushed-digest" \
+    "oci:$layout:$tag" "docker://$registry/$repo:$tag" >&2
+cat "$layout/pushed-digest"
+echo
