@@ -86,7 +86,14 @@ impl Params {
 
     /// A small smoke run.
     pub fn quick() -> Params {
-        Params { objects: 200, watchers: 20, updates: 20, list_reps: 5, page_size: 50, ..Params::full() }
+        Params {
+            objects: 200,
+            watchers: 20,
+            updates: 20,
+            list_reps: 5,
+            page_size: 50,
+            ..Params::full()
+        }
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -105,10 +112,16 @@ pub async fn run(p: &Params) -> anyhow::Result<()> {
     p.check()?;
     let machine = crate::machine::describe();
     let etcd_version = crate::machine::etcd_version();
-    let build = if cfg!(debug_assertions) { "DEBUG build (figures not meaningful)" } else { "release build" };
+    let build = if cfg!(debug_assertions) {
+        "DEBUG build (figures not meaningful)"
+    } else {
+        "release build"
+    };
     eprintln!("machine: {machine}; {etcd_version}; {build}");
 
-    let embedded = embedded(p).await.context("benchmark on the embedded store")?;
+    let embedded = embedded(p)
+        .await
+        .context("benchmark on the embedded store")?;
     let etcd = etcd(p).await.context("benchmark on etcd")?;
 
     let mut rows = embedded.rows.clone();
@@ -134,8 +147,10 @@ pub async fn run(p: &Params) -> anyhow::Result<()> {
     println!("creates: API rows are kube-rs creates over HTTPS (one client and connection per worker); \
               'store direct' is Store::create on the server's own store (no HTTP, no JSON, no admission);");
     println!("         raw etcd rows share one gRPC channel, as the API server's etcd store does.");
-    println!("watch fan-out: from the update's acknowledgement to each watcher decoding the event \
-              (negative = event arrived before the writer read its reply).");
+    println!(
+        "watch fan-out: from the update's acknowledgement to each watcher decoding the event \
+              (negative = event arrived before the writer read its reply)."
+    );
     for note in embedded.notes.iter().chain(&etcd.notes) {
         println!("{note}");
     }
@@ -151,19 +166,28 @@ struct Measured {
 }
 
 async fn embedded(p: &Params) -> anyhow::Result<Measured> {
-    let dir = tempfile::Builder::new().prefix("ferrovirt-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("ferrovirt-bench-")
+        .tempdir()?;
     let config = Config::new(dir.path().join("server"), "127.0.0.1:0".parse()?);
-    let server = ferrovirt_apiserver::start(config).await.context("the API server does not start")?;
+    let server = ferrovirt_apiserver::start(config)
+        .await
+        .context("the API server does not start")?;
     let outcome = async {
         let api = measure_server(&server, "embedded", p).await?;
-        let direct = measure_store_direct(server.store.clone(), "embedded", &api.stored_value, p).await?;
+        let direct =
+            measure_store_direct(server.store.clone(), "embedded", &api.stored_value, p).await?;
         anyhow::Ok((api, direct))
     }
     .await;
     server.stop().await;
     let (api, direct) = outcome?;
     drop(dir);
-    Ok(Measured { rows: vec![api.row, direct], notes: api.notes, value_size: api.stored_value.len() })
+    Ok(Measured {
+        rows: vec![api.row, direct],
+        notes: api.notes,
+        value_size: api.stored_value.len(),
+    })
 }
 
 async fn etcd(p: &Params) -> anyhow::Result<Measured> {
@@ -171,20 +195,30 @@ async fn etcd(p: &Params) -> anyhow::Result<Measured> {
     let etcd = tokio::task::spawn_blocking(EtcdProcess::start)
         .await?
         .context("etcd does not start (Debian package etcd-server, or set FERROVIRT_ETCD)")?;
-    let dir = tempfile::Builder::new().prefix("ferrovirt-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("ferrovirt-bench-")
+        .tempdir()?;
     let mut config = Config::new(dir.path().join("server"), "127.0.0.1:0".parse()?);
     config.etcd = etcd.endpoints();
-    let server = ferrovirt_apiserver::start(config).await.context("the API server on etcd does not start")?;
+    let server = ferrovirt_apiserver::start(config)
+        .await
+        .context("the API server on etcd does not start")?;
     let outcome = async {
         let api = measure_server(&server, "etcd", p).await?;
-        let direct = measure_store_direct(server.store.clone(), "etcd", &api.stored_value, p).await?;
+        let direct =
+            measure_store_direct(server.store.clone(), "etcd", &api.stored_value, p).await?;
         anyhow::Ok((api, direct))
     }
     .await;
     server.stop().await;
     let (api, direct) = outcome?;
 
-    eprintln!("[raw etcd] {} puts and {} create transactions of {} bytes", p.objects, p.objects, api.stored_value.len());
+    eprintln!(
+        "[raw etcd] {} puts and {} create transactions of {} bytes",
+        p.objects,
+        p.objects,
+        api.stored_value.len()
+    );
     let raw = RawParams {
         objects: p.objects,
         concurrency: p.concurrency,
@@ -209,7 +243,11 @@ struct ServerFigures {
     stored_value: Vec<u8>,
 }
 
-async fn measure_server(server: &Running, label: &str, p: &Params) -> anyhow::Result<ServerFigures> {
+async fn measure_server(
+    server: &Running,
+    label: &str,
+    p: &Params,
+) -> anyhow::Result<ServerFigures> {
     let kubeconfig = Kubeconfig::read_from(&server.kubeconfig)
         .with_context(|| format!("cannot read {}", server.kubeconfig.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -219,10 +257,18 @@ async fn measure_server(server: &Running, label: &str, p: &Params) -> anyhow::Re
     let mut notes = Vec::new();
 
     // Creates.
-    eprintln!("[{label}] creating {} VMs with {} concurrent clients", p.objects, p.concurrency);
-    let vms: Arc<Vec<VirtualMachine>> =
-        Arc::new((0..p.objects).map(|i| manifest::vm(&manifest::vm_name(i))).collect::<anyhow::Result<_>>()?);
-    let workers = (0..p.concurrency).map(|_| new_client()).collect::<anyhow::Result<Vec<_>>>()?;
+    eprintln!(
+        "[{label}] creating {} VMs with {} concurrent clients",
+        p.objects, p.concurrency
+    );
+    let vms: Arc<Vec<VirtualMachine>> = Arc::new(
+        (0..p.objects)
+            .map(|i| manifest::vm(&manifest::vm_name(i)))
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let workers = (0..p.concurrency)
+        .map(|_| new_client())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let creates = closed_loop(p.objects, workers, move |client, i| {
         let vms = vms.clone();
         async move {
@@ -239,7 +285,9 @@ async fn measure_server(server: &Running, label: &str, p: &Params) -> anyhow::Re
     let stored_value = match server.store.get(&key).await? {
         Some(kv) => kv.value.to_vec(),
         None => {
-            notes.push(format!("{label}: {key} not found in the store; value size taken from the API's JSON"));
+            notes.push(format!(
+                "{label}: {key} not found in the store; value size taken from the API's JSON"
+            ));
             let api: Api<VirtualMachine> = Api::namespaced(new_client()?, NAMESPACE);
             serde_json::to_vec(&api.get(&first).await?)?
         }
@@ -253,20 +301,33 @@ async fn measure_server(server: &Running, label: &str, p: &Params) -> anyhow::Re
     let mut response_bytes = 0;
     for _ in 0..p.list_reps {
         let began = Instant::now();
-        let list = api.list(&ListParams::default()).await.context("listing all VMs")?;
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .context("listing all VMs")?;
         full.push(began.elapsed());
-        anyhow::ensure!(list.items.len() == p.objects, "a list returned {} VMs, expected {}", list.items.len(), p.objects);
+        anyhow::ensure!(
+            list.items.len() == p.objects,
+            "a list returned {} VMs, expected {}",
+            list.items.len(),
+            p.objects
+        );
 
         let began = Instant::now();
         let n = list_paged(&api, p.page_size).await?;
         paged.push(began.elapsed());
-        anyhow::ensure!(n == p.objects, "a paged list returned {n} VMs, expected {}", p.objects);
+        anyhow::ensure!(
+            n == p.objects,
+            "a paged list returned {n} VMs, expected {}",
+            p.objects
+        );
 
         let began = Instant::now();
         response_bytes = list_raw_bytes(&client).await?;
         raw.push(began.elapsed());
     }
-    if let (Some(typed), Some(bytes)) = (Summary::of_durations(&full), Summary::of_durations(&raw)) {
+    if let (Some(typed), Some(bytes)) = (Summary::of_durations(&full), Summary::of_durations(&raw))
+    {
         notes.push(format!(
             "{label}: list all = {:.1} MB of JSON; fetching the bytes alone takes p50 {} ms, decoding them \
              into typed VMs in kube-rs the other {} ms of the {} ms p50",
@@ -278,8 +339,15 @@ async fn measure_server(server: &Running, label: &str, p: &Params) -> anyhow::Re
     }
 
     // Watch fan-out.
-    eprintln!("[{label}] {} watchers, {} updates every {} ms", p.watchers, p.updates, p.update_interval.as_millis());
-    let fanout = watch_fanout(&new_client, &first, p).await.context("watch fan-out")?;
+    eprintln!(
+        "[{label}] {} watchers, {} updates every {} ms",
+        p.watchers,
+        p.updates,
+        p.update_interval.as_millis()
+    );
+    let fanout = watch_fanout(&new_client, &first, p)
+        .await
+        .context("watch fan-out")?;
     notes.push(format!(
         "{label}: {} watchers live {} ms after the warm-up update was sent; update (merge patch) latency p50/p99 {}",
         p.watchers,
@@ -303,15 +371,25 @@ async fn measure_server(server: &Running, label: &str, p: &Params) -> anyhow::Re
         fanout: fanout.from_ack,
         delivered: Some((fanout.delivered, fanout.expected)),
     };
-    Ok(ServerFigures { row, notes, stored_value })
+    Ok(ServerFigures {
+        row,
+        notes,
+        stored_value,
+    })
 }
 
 fn pair(s: Option<Summary>) -> String {
-    s.map_or_else(|| "-".into(), |s| format!("{} / {} ms", ms(s.p50), ms(s.p99)))
+    s.map_or_else(
+        || "-".into(),
+        |s| format!("{} / {} ms", ms(s.p50), ms(s.p99)),
+    )
 }
 
 fn triple(s: Option<Summary>) -> String {
-    s.map_or_else(|| "-".into(), |s| format!("{} / {} / {} ms", ms(s.p50), ms(s.p99), ms(s.max)))
+    s.map_or_else(
+        || "-".into(),
+        |s| format!("{} / {} / {} ms", ms(s.p50), ms(s.p99), ms(s.max)),
+    )
 }
 
 /// Every VM, `page_size` at a time; returns how many.
@@ -330,27 +408,51 @@ async fn list_paged(api: &Api<VirtualMachine>, page_size: u32) -> anyhow::Result
 
 /// The full list as bytes, without decoding: what the server's part of a list costs.
 async fn list_raw_bytes(client: &Client) -> anyhow::Result<usize> {
-    let request = http::Request::get(format!("/apis/kubevirt.io/v1/namespaces/{NAMESPACE}/virtualmachines"))
-        .header(http::header::ACCEPT, "application/json")
-        .body(kube::client::Body::empty())?;
-    let response = client.send(request).await.context("listing all VMs as bytes")?;
-    anyhow::ensure!(response.status().is_success(), "listing all VMs as bytes: HTTP {}", response.status());
-    let body = response.into_body().collect_bytes().await.context("reading the list body")?;
+    let request = http::Request::get(format!(
+        "/apis/kubevirt.io/v1/namespaces/{NAMESPACE}/virtualmachines"
+    ))
+    .header(http::header::ACCEPT, "application/json")
+    .body(kube::client::Body::empty())?;
+    let response = client
+        .send(request)
+        .await
+        .context("listing all VMs as bytes")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "listing all VMs as bytes: HTTP {}",
+        response.status()
+    );
+    let body = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .context("reading the list body")?;
     Ok(body.len())
 }
 
 /// The `Store` the server runs on, called directly: creates of the stored VM's bytes with the same
 /// concurrency, then full and paged range reads.
-async fn measure_store_direct(store: Arc<dyn Store>, label: &str, value: &[u8], p: &Params) -> anyhow::Result<Row> {
+async fn measure_store_direct(
+    store: Arc<dyn Store>,
+    label: &str,
+    value: &[u8],
+    p: &Params,
+) -> anyhow::Result<Row> {
     eprintln!("[{label}] Store::create x{} directly", p.objects);
     let value = Bytes::copy_from_slice(value);
-    let creates = closed_loop(p.objects, vec![store.clone(); p.concurrency], move |store, i| {
-        let value = value.clone();
-        async move {
-            store.create(&format!("{DIRECT_PREFIX}{i:06}"), value).await?;
-            Ok(())
-        }
-    })
+    let creates = closed_loop(
+        p.objects,
+        vec![store.clone(); p.concurrency],
+        move |store, i| {
+            let value = value.clone();
+            async move {
+                store
+                    .create(&format!("{DIRECT_PREFIX}{i:06}"), value)
+                    .await?;
+                Ok(())
+            }
+        },
+    )
     .await
     .context("Store::create directly")?;
 
@@ -359,10 +461,18 @@ async fn measure_store_direct(store: Arc<dyn Store>, label: &str, value: &[u8], 
         let began = Instant::now();
         let page = store.list(DIRECT_PREFIX, ListOptions::default()).await?;
         full.push(began.elapsed());
-        anyhow::ensure!(page.items.len() == p.objects, "Store::list returned {} keys, expected {}", page.items.len(), p.objects);
+        anyhow::ensure!(
+            page.items.len() == p.objects,
+            "Store::list returned {} keys, expected {}",
+            page.items.len(),
+            p.objects
+        );
 
         let began = Instant::now();
-        let mut options = ListOptions { limit: p.page_size as usize, ..ListOptions::default() };
+        let mut options = ListOptions {
+            limit: p.page_size as usize,
+            ..ListOptions::default()
+        };
         let mut total = 0;
         loop {
             let page = store.list(DIRECT_PREFIX, options.clone()).await?;
@@ -376,7 +486,11 @@ async fn measure_store_direct(store: Arc<dyn Store>, label: &str, value: &[u8], 
             }
         }
         paged.push(began.elapsed());
-        anyhow::ensure!(total == p.objects, "paged Store::list returned {total} keys, expected {}", p.objects);
+        anyhow::ensure!(
+            total == p.objects,
+            "paged Store::list returned {total} keys, expected {}",
+            p.objects
+        );
     }
     Ok(Row {
         name: format!("{label} store direct"),
@@ -524,7 +638,12 @@ async fn patch_seq(api: &Api<VirtualMachine>, target: &str, seq: usize) -> anyho
 }
 
 fn seq_of(vm: &VirtualMachine) -> Option<usize> {
-    vm.metadata.annotations.as_ref()?.get(SEQ_ANNOTATION)?.parse().ok()
+    vm.metadata
+        .annotations
+        .as_ref()?
+        .get(SEQ_ANNOTATION)?
+        .parse()
+        .ok()
 }
 
 /// Watch VMs from `version` until the update numbered `last` arrives or `stopped` says so.
@@ -535,9 +654,18 @@ async fn watch_one(
     warmed: Arc<AtomicUsize>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> WatcherLog {
-    let mut log = WatcherLog { seen: Vec::new(), error: None };
+    let mut log = WatcherLog {
+        seen: Vec::new(),
+        error: None,
+    };
     let api: Api<VirtualMachine> = Api::namespaced(client, NAMESPACE);
-    let stream = match api.watch(&WatchParams::default().timeout(WATCH_TIMEOUT_SECS), &version).await {
+    let stream = match api
+        .watch(
+            &WatchParams::default().timeout(WATCH_TIMEOUT_SECS),
+            &version,
+        )
+        .await
+    {
         Ok(stream) => stream,
         Err(e) => {
             log.error = Some(format!("cannot start the watch: {e}"));

@@ -38,7 +38,10 @@ where
     F: Fn(W, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    anyhow::ensure!(!workers.is_empty(), "a closed-loop run needs at least one worker");
+    anyhow::ensure!(
+        !workers.is_empty(),
+        "a closed-loop run needs at least one worker"
+    );
     let next = Arc::new(AtomicUsize::new(0));
     let op = Arc::new(op);
     let start = Instant::now();
@@ -53,7 +56,9 @@ where
                     return anyhow::Ok(latencies);
                 }
                 let began = Instant::now();
-                op(worker.clone(), i).await.with_context(|| format!("operation {i}"))?;
+                op(worker.clone(), i)
+                    .await
+                    .with_context(|| format!("operation {i}"))?;
                 latencies.push(began.elapsed());
             }
         });
@@ -62,7 +67,10 @@ where
     while let Some(done) = tasks.join_next().await {
         latencies.extend(done.context("a load worker panicked")??);
     }
-    Ok(Timed { wall: start.elapsed(), latencies })
+    Ok(Timed {
+        wall: start.elapsed(),
+        latencies,
+    })
 }
 
 #[cfg(test)]
@@ -75,14 +83,18 @@ mod tests {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let state = (seen.clone(), in_flight.clone(), peak.clone());
-        let timed = closed_loop(50, vec![state; 4], |(seen, in_flight, peak), i| async move {
-            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            seen.lock().unwrap().push(i);
-            Ok(())
-        })
+        let timed = closed_loop(
+            50,
+            vec![state; 4],
+            |(seen, in_flight, peak), i| async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                seen.lock().unwrap().push(i);
+                Ok(())
+            },
+        )
         .await
         .unwrap();
         let mut seen = seen.lock().unwrap().clone();

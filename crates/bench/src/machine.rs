@@ -39,8 +39,12 @@ mod tests {
 
     #[test]
     fn reads_the_model_name() {
-        let text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n";
-        assert_eq!(cpu_model(text).as_deref(), Some("Intel(R) Xeon(R) Processor"));
+        let text =
+            "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n";
+        assert_eq!(
+            cpu_model(text).as_deref(),
+            Some("Intel(R) Xeon(R) Processor")
+        );
         assert_eq!(cpu_model("processor : 0\n"), None);
     }
 }

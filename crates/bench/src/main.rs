@@ -6,7 +6,10 @@ use clap::{Args, Parser, Subcommand};
 use ferrovirt_bench::api::{self, Params};
 
 #[derive(Parser)]
-#[command(name = "ferrovirt-bench", about = "ferrovirt benchmarks: each command measures and prints a table")]
+#[command(
+    name = "ferrovirt-bench",
+    about = "ferrovirt benchmarks: each command measures and prints a table"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,13 +52,19 @@ struct ApiArgs {
 
 impl ApiArgs {
     fn params(&self) -> Params {
-        let base = if self.quick { Params::quick() } else { Params::full() };
+        let base = if self.quick {
+            Params::quick()
+        } else {
+            Params::full()
+        };
         Params {
             objects: self.objects.unwrap_or(base.objects),
             concurrency: self.concurrency.unwrap_or(base.concurrency),
             watchers: self.watchers.unwrap_or(base.watchers),
             updates: self.updates.unwrap_or(base.updates),
-            update_interval: self.update_interval_ms.map_or(base.update_interval, Duration::from_millis),
+            update_interval: self
+                .update_interval_ms
+                .map_or(base.update_interval, Duration::from_millis),
             list_reps: self.list_reps.unwrap_or(base.list_reps),
             page_size: self.page_size.unwrap_or(base.page_size),
         }

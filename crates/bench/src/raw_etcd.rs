@@ -30,7 +30,11 @@ pub struct RawParams {
 
 /// Measure puts, transactional creates and range reads; returns the rows `raw etcd put` and
 /// `raw etcd txn create`.
-pub async fn measure(endpoints: &[String], value: Vec<u8>, p: &RawParams) -> anyhow::Result<[Row; 2]> {
+pub async fn measure(
+    endpoints: &[String],
+    value: Vec<u8>,
+    p: &RawParams,
+) -> anyhow::Result<[Row; 2]> {
     let client = etcd_client::Client::connect(endpoints, None)
         .await
         .with_context(|| format!("cannot connect to etcd at {}", endpoints.join(",")))?;
@@ -42,7 +46,8 @@ pub async fn measure(endpoints: &[String], value: Vec<u8>, p: &RawParams) -> any
     let puts = closed_loop(p.objects, workers.clone(), move |mut kv: KvClient, i| {
         let val = val.clone();
         async move {
-            kv.put(format!("{PUT_PREFIX}{i:06}"), val.to_vec(), None).await?;
+            kv.put(format!("{PUT_PREFIX}{i:06}"), val.to_vec(), None)
+                .await?;
             Ok(())
         }
     })
@@ -71,11 +76,19 @@ pub async fn measure(endpoints: &[String], value: Vec<u8>, p: &RawParams) -> any
         let began = Instant::now();
         let n = list_all(kv.clone()).await?;
         full.push(began.elapsed());
-        anyhow::ensure!(n == p.objects, "etcd range read returned {n} keys, expected {}", p.objects);
+        anyhow::ensure!(
+            n == p.objects,
+            "etcd range read returned {n} keys, expected {}",
+            p.objects
+        );
         let began = Instant::now();
         let n = list_paged(kv.clone(), p.page_size).await?;
         paged.push(began.elapsed());
-        anyhow::ensure!(n == p.objects, "paged etcd range read returned {n} keys, expected {}", p.objects);
+        anyhow::ensure!(
+            n == p.objects,
+            "paged etcd range read returned {n} keys, expected {}",
+            p.objects
+        );
     }
 
     let put_row = Row {
@@ -96,7 +109,9 @@ pub async fn measure(endpoints: &[String], value: Vec<u8>, p: &RawParams) -> any
 }
 
 async fn list_all(mut kv: KvClient) -> anyhow::Result<usize> {
-    let resp = kv.get(PUT_PREFIX, Some(GetOptions::new().with_prefix())).await?;
+    let resp = kv
+        .get(PUT_PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
     Ok(resp.kvs().len())
 }
 
@@ -108,7 +123,9 @@ async fn list_paged(mut kv: KvClient, page_size: u32) -> anyhow::Result<usize> {
     let mut revision = 0;
     let mut total = 0;
     loop {
-        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(i64::from(page_size));
+        let mut opts = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(i64::from(page_size));
         if revision != 0 {
             opts = opts.with_revision(revision);
         }

@@ -38,16 +38,19 @@ pub fn ms(v: f64) -> String {
 
 fn cells(row: &Row) -> [String; 7] {
     let dash = || "-".to_owned();
-    let pair = |s: &Option<Summary>| s.map_or_else(dash, |s| format!("{} / {}", ms(s.p50), ms(s.p99)));
+    let pair =
+        |s: &Option<Summary>| s.map_or_else(dash, |s| format!("{} / {}", ms(s.p50), ms(s.p99)));
     [
         row.name.clone(),
         row.creates_per_sec.map_or_else(dash, |r| format!("{r:.0}")),
         pair(&row.create),
         pair(&row.list_full),
         pair(&row.list_paged),
-        row.fanout
-            .map_or_else(dash, |s| format!("{} / {} / {}", ms(s.p50), ms(s.p99), ms(s.max))),
-        row.delivered.map_or_else(dash, |(got, want)| format!("{got}/{want}")),
+        row.fanout.map_or_else(dash, |s| {
+            format!("{} / {} / {}", ms(s.p50), ms(s.p99), ms(s.max))
+        }),
+        row.delivered
+            .map_or_else(dash, |(got, want)| format!("{got}/{want}")),
     ]
 }
 
@@ -65,7 +68,13 @@ pub fn table(rows: &[Row]) -> String {
             .iter()
             .zip(widths)
             .enumerate()
-            .map(|(i, (cell, w))| if i == 0 { format!("{cell:<w$}") } else { format!("{cell:>w$}") })
+            .map(|(i, (cell, w))| {
+                if i == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
             .collect();
         parts.join(" | ").trim_end().to_owned()
     };
@@ -82,7 +91,12 @@ mod tests {
 
     #[test]
     fn rows_line_up_and_missing_figures_are_dashes() {
-        let s = Summary { count: 3, p50: 1.234, p99: 12.5, max: 150.0 };
+        let s = Summary {
+            count: 3,
+            p50: 1.234,
+            p99: 12.5,
+            max: 150.0,
+        };
         let rows = [
             Row {
                 name: "embedded".into(),
@@ -93,13 +107,27 @@ mod tests {
                 fanout: Some(s),
                 delivered: Some((5000, 5000)),
             },
-            Row { name: "raw etcd put".into(), creates_per_sec: Some(9000.0), create: Some(s), ..Row::default() },
+            Row {
+                name: "raw etcd put".into(),
+                creates_per_sec: Some(9000.0),
+                create: Some(s),
+                ..Row::default()
+            },
         ];
         let text = table(&rows);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
-        assert!(lines[2].contains("1234 |") && lines[2].contains("1.23 / 12.5 / 150") && lines[2].contains("5000/5000"), "{text}");
-        assert_eq!(lines[3].rsplit('|').next().map(str::trim), Some("-"), "{text}");
+        assert!(
+            lines[2].contains("1234 |")
+                && lines[2].contains("1.23 / 12.5 / 150")
+                && lines[2].contains("5000/5000"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[3].rsplit('|').next().map(str::trim),
+            Some("-"),
+            "{text}"
+        );
         // Every column separator sits at the same offset on every line.
         let bars = |l: &str| l.match_indices('|').map(|(i, _)| i).collect::<Vec<_>>();
         assert_eq!(bars(lines[0]), bars(lines[2]));
