@@ -1,0 +1,198 @@
+//! Node registration and heartbeat.
+//!
+//! ```text
+//!  start ─► create or update the Node (capacity, allocatable, labels, accel, Ready)
+//!        └► every RENEW: renew the Lease kube-node-lease/<node>   (liveness, cheap)
+//!           every STATUS: refresh the Node's Ready heartbeat       (what kubectl shows)
+//! ```
+//!
+//! The node-lifecycle controller (a later issue) reads the Lease to decide a node is gone.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+
+use crate::host::HostInfo;
+
+/// How long a Lease is valid without renewal.
+pub const LEASE_SECONDS: i32 = 40;
+/// How often the Lease is renewed.
+pub const RENEW: Duration = Duration::from_secs(10);
+/// How often the Node's Ready condition heartbeat is refreshed.
+pub const STATUS: Duration = Duration::from_secs(60);
+
+/// Whether guests run with hardware acceleration on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accel {
+    pub kvm: bool,
+    /// Why (what the probe saw).
+    pub reason: String,
+}
+
+/// The version this node agent reports (as `kubeletVersion`).
+pub fn agent_version() -> String {
+    format!("ferrovirt-{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The Node object this agent registers (pure).
+pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, address: &str, now: &str) -> Value {
+    let mut capacity = json!(host.capacity());
+    let mut allocatable = json!(host.allocatable());
+    if accel.kvm {
+        capacity["devices.kubevirt.io/kvm"] = json!("1k");
+        allocatable["devices.kubevirt.io/kvm"] = json!("1k");
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH },
+                "kubevirt.io/schedulable": "true",
+                "ferrovirt.io/accel": if accel.kvm { "kvm" } else { "tcg" },
+            },
+            "annotations": { "ferrovirt.io/accel-probe": accel.reason },
+        },
+        "spec": {},
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": [ready_condition(now)],
+            "addresses": [
+                { "type": "InternalIP", "address": address },
+                { "type": "Hostname", "address": host.hostname },
+            ],
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "",
+                "kernelVersion": host.kernel_version,
+                "osImage": host.os_image,
+                "containerRuntimeVersion": "ferrovirt-launcher",
+                "kubeletVersion": agent_version(),
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH },
+            },
+        },
+    })
+}
+
+fn ready_condition(now: &str) -> Value {
+    json!({
+        "type": "Ready", "status": "True", "reason": "NodeAgentReady",
+        "message": "ferrovirt node agent is posting ready status",
+        "lastHeartbeatTime": now, "lastTransitionTime": now,
+    })
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Create the Node, or bring an existing one up to date (labels merge; spec such as a cordon stays).
+pub async fn register(client: &Client, name: &str, host: &HostInfo, accel: &Accel, address: &str) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let desired = node_object(name, host, accel, address, &now());
+    match nodes.get_opt(name).await? {
+        None => {
+            let node: Node = serde_json::from_value(desired)?;
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    Box::pin(register(client, name, host, accel, address)).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Some(_) => {
+            let meta = json!({ "metadata": { "labels": desired["metadata"]["labels"], "annotations": desired["metadata"]["annotations"] } });
+            nodes.patch(name, &PatchParams::default(), &Patch::Merge(meta)).await?;
+            let status = json!({ "status": desired["status"] });
+            nodes.patch_status(name, &PatchParams::default(), &Patch::Strategic(status)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Refresh the Ready heartbeat on the Node.
+pub async fn heartbeat(client: &Client, name: &str) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let t = now();
+    let current = nodes.get(name).await?;
+    let was_ready = current
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == "True");
+    let transition = was_ready.and_then(|c| c.last_transition_time).map(|t| t.0.to_string()).unwrap_or_else(|| t.clone());
+    let mut cond = ready_condition(&t);
+    cond["lastTransitionTime"] = json!(transition);
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(json!({"status": {"conditions": [cond]}})))
+        .await?;
+    Ok(())
+}
+
+/// Renew (or take) this node's Lease in `kube-node-lease`.
+pub async fn renew_lease(client: &Client, name: &str) -> anyhow::Result<()> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let renew = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    match leases.get_opt(name).await? {
+        None => {
+            let lease: Lease = serde_json::from_value(json!({
+                "metadata": { "name": name, "namespace": "kube-node-lease" },
+                "spec": { "holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": renew },
+            }))?;
+            leases.create(&PostParams::default(), &lease).await?;
+        }
+        Some(_) => {
+            let patch = json!({ "spec": { "holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": renew } });
+            leases.patch(name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Keep the Lease and the Node heartbeat fresh until the task is dropped.
+pub async fn keep_alive(client: Client, name: String) {
+    let mut renew = tokio::time::interval(RENEW);
+    let mut status = tokio::time::interval(STATUS);
+    loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                if let Err(e) = renew_lease(&client, &name).await {
+                    tracing::warn!(node = %name, error = %e, "lease renewal failed");
+                }
+            }
+            _ = status.tick() => {
+                if let Err(e) = heartbeat(&client, &name).await {
+                    tracing::warn!(node = %name, error = %e, "node heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_says_what_acceleration_it_has() {
+        let host = HostInfo { memory_bytes: 8 << 30, cpus: 2, kernel_version: "6.1".into(), os_image: "Debian".into(), hostname: "h".into() };
+        let tcg = node_object("n1", &host, &Accel { kvm: false, reason: "probe timed out".into() }, "127.0.0.1", "2026-01-01T00:00:00Z");
+        assert_eq!(tcg["metadata"]["labels"]["ferrovirt.io/accel"], "tcg");
+        assert!(tcg["status"]["capacity"].get("devices.kubevirt.io/kvm").is_none());
+        let kvm = node_object("n1", &host, &Accel { kvm: true, reason: "ok".into() }, "127.0.0.1", "2026-01-01T00:00:00Z");
+        assert_eq!(kvm["status"]["allocatable"]["devices.kubevirt.io/kvm"], "1k");
+        let node: Node = serde_json::from_value(kvm).expect("a valid Node");
+        assert_eq!(node.status.unwrap().node_info.unwrap().kubelet_version, agent_version());
+    }
+}
