@@ -43,13 +43,25 @@ fn vm_cirros_decodes_defaults_and_validates() {
         "q35",
         "an empty machine type is defaulted"
     );
+    assert!(
+        spec.domain.devices.interfaces().is_empty(),
+        "the VM's template keeps its lists as written (client-side apply compares them whole)"
+    );
+    // The VMI made from the template gets the full defaults.
+    let mut vmi = VirtualMachineInstance {
+        metadata: vm.metadata.clone(),
+        spec: spec.clone(),
+        status: None,
+    };
+    default_vmi(&mut vmi);
+    assert_eq!(validate_vmi(&vmi, None), vec![]);
     assert_eq!(
-        spec.domain.devices.interfaces().len(),
+        vmi.spec.domain.devices.interfaces().len(),
         1,
         "the default pod interface is added"
     );
-    assert!(spec.domain.devices.interfaces()[0].masquerade.is_some());
-    assert_eq!(spec.networks()[0].name, "default");
+    assert!(vmi.spec.domain.devices.interfaces()[0].masquerade.is_some());
+    assert_eq!(vmi.spec.networks()[0].name, "default");
     assert_eq!(
         spec.termination_grace_period_seconds,
         Some(0),
@@ -75,9 +87,13 @@ fn testvm_decodes_defaults_and_validates() {
     assert_eq!(vm.run_strategy(), Some(RunStrategy::Halted));
     default_vm(&mut vm);
     assert_eq!(validate_vm(&vm, None), vec![]);
-    let memory = vm
-        .spec
-        .template
+    let mut vmi = VirtualMachineInstance {
+        metadata: vm.metadata.clone(),
+        spec: vm.spec.template.spec.clone(),
+        status: None,
+    };
+    default_vmi(&mut vmi);
+    let memory = vmi
         .spec
         .domain
         .memory

@@ -46,7 +46,12 @@ pub enum Admission {
 fn causes(errors: Vec<FieldError>) -> Vec<Cause> {
     errors
         .into_iter()
-        .map(|e| Cause { reason: e.cause_type().to_string(), message: e.message.clone(), field: e.path.clone() })
+        .map(|e| {
+            // Kubernetes' phrasing: "Invalid value: <detail>", "Required value: <detail>", ...
+            let label = e.kind.label();
+            let message = if e.message.starts_with(label) { e.message.clone() } else { format!("{label}: {}", e.message) };
+            Cause { reason: e.cause_type().to_string(), message, field: e.path.clone() }
+        })
         .collect()
 }
 
@@ -113,7 +118,7 @@ fn check(errors: Vec<FieldError>) -> Result<(), Vec<Cause>> {
 }
 
 fn required(path: &str, what: &str) -> FieldError {
-    FieldError { path: path.into(), kind: api::FieldErrorKind::Required, message: format!("Required value: {what}") }
+    FieldError { path: path.into(), kind: api::FieldErrorKind::Required, message: what.to_string() }
 }
 
 impl Admission {
@@ -196,7 +201,7 @@ impl Admission {
                         errs.push(FieldError {
                             path: "spec.nodeName".into(),
                             kind: api::FieldErrorKind::Forbidden,
-                            message: "Forbidden: the node of a bound pod cannot change".into(),
+                            message: "the node of a bound pod cannot change".into(),
                         });
                     }
                 }

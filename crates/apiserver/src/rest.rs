@@ -393,14 +393,19 @@ impl Objects {
             let desired = mutate(&current)?;
             let prepared = prepare_update(kind, &current, desired, sub)?;
             let mut next = if prepared == current {
-                // Nothing changed: Kubernetes answers with the current object and writes nothing.
-                return Ok(current);
+                prepared
             } else {
                 kind.admission
                     .admit(kind, prepared, Some(&current), Operation::Update)
                     .map_err(|c| invalid(kind, name, c))?
             };
             object::set_type(&mut next, kind);
+            // Nothing changed once defaults are applied: Kubernetes answers with the current object
+            // and writes nothing (so `kubectl apply` can say "unchanged").
+            if next == current {
+                return Ok(current);
+            }
+            bump_generation(&current, &mut next);
             if dry_run {
                 return Ok(next);
             }
@@ -737,11 +742,15 @@ pub fn prepare_update(kind: &Kind, current: &Value, mut desired: Value, sub: Opt
     m.remove("managedFields");
     m.remove("selfLink");
     object::set_type(&mut desired, kind);
-    if object::spec_changed(current, &desired) {
-        let gen = cur_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
-        meta_mut(&mut desired).insert("generation".into(), json!(gen + 1));
-    }
     Ok(desired)
+}
+
+/// A change of anything but metadata and status increments `metadata.generation`.
+pub fn bump_generation(current: &Value, next: &mut Value) {
+    if object::spec_changed(current, next) {
+        let gen = object::meta(current).get("generation").and_then(Value::as_i64).unwrap_or(1);
+        meta_mut(next).insert("generation".into(), json!(gen + 1));
+    }
 }
 
 #[cfg(test)]
@@ -780,8 +789,13 @@ mod tests {
     #[test]
     fn generation_bumps_on_spec_change() {
         let cur = json!({"metadata": {"name": "a", "generation": 3}, "spec": {"x": 1}});
-        let out = prepare_update(vm_kind(), &cur, json!({"metadata": {"name": "a"}, "spec": {"x": 2}}), None).unwrap();
+        let mut out = prepare_update(vm_kind(), &cur, json!({"metadata": {"name": "a"}, "spec": {"x": 2}}), None).unwrap();
+        assert_eq!(out["metadata"]["generation"], 3, "not before admission has had its say");
+        bump_generation(&cur, &mut out);
         assert_eq!(out["metadata"]["generation"], 4);
+        let mut same = cur.clone();
+        bump_generation(&cur, &mut same);
+        assert_eq!(same["metadata"]["generation"], 3);
     }
 
     #[test]

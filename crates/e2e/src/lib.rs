@@ -25,6 +25,15 @@
 //! `<target>/<profile>/deps/<test>`), and returns `<target>/<profile>/ferrovirt`. The build is
 //! a no-op when the binary is up to date, and guarantees that the tests never run a stale server.
 //! `FERROVIRT_BIN=/path/to/ferrovirt` skips the build and uses that binary instead.
+//!
+//! # Running
+//!
+//! ```text
+//! scripts/install-test-deps.sh        # once: etcd, protoc, qemu-utils, kubectl 1.20 in .tools/
+//! cargo test -p ferrovirt-e2e         # everything, about half a minute once built
+//! cargo test -p ferrovirt-e2e --test kubectl vm_watch::kubectl_1_20
+//! cargo test -p ferrovirt-e2e --test crash etcd_store::
+//! ```
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -61,7 +70,9 @@ pub fn repo_root() -> PathBuf {
 
 /// A file of `crates/e2e/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// The `ferrovirt` binary, built once per test process (see the crate docs).
@@ -76,7 +87,11 @@ pub fn ferrovirt_binary() -> anyhow::Result<PathBuf> {
 fn build_ferrovirt() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("FERROVIRT_BIN") {
         let bin = PathBuf::from(bin);
-        ensure!(is_executable(&bin), "FERROVIRT_BIN={} is not an executable file", bin.display());
+        ensure!(
+            is_executable(&bin),
+            "FERROVIRT_BIN={} is not an executable file",
+            bin.display()
+        );
         return Ok(bin);
     }
     let exe = std::env::current_exe().context("cannot find the running test binary")?;
@@ -87,15 +102,39 @@ fn build_ferrovirt() -> anyhow::Result<PathBuf> {
         exe.display()
     );
     let profile_dir = deps.parent().context("deps folder has no parent")?;
-    let target_dir = profile_dir.parent().context("profile folder has no parent")?;
+    let target_dir = profile_dir
+        .parent()
+        .context("profile folder has no parent")?;
     let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
         Some("debug") => "dev",
         Some(other) => other,
-        None => bail!("cannot tell the cargo profile from {}", profile_dir.display()),
+        None => bail!(
+            "cannot tell the cargo profile from {}",
+            profile_dir.display()
+        ),
     };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(&cargo)
-        .args(["build", "--quiet", "-p", "ferrovirt", "--bin", "ferrovirt", "--profile", profile])
+    let mut command = Command::new(&cargo);
+    // `cargo test` runs tests with the test package's CARGO_PKG_*, CARGO_MANIFEST_DIR, ... set.
+    // Build scripts such as ring's rerun when those change, so passing them on would rebuild
+    // half the dependency tree here and again at the next ordinary cargo command.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_package_env(name) {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "ferrovirt",
+            "--bin",
+            "ferrovirt",
+            "--profile",
+            profile,
+        ])
         .arg("--manifest-path")
         .arg(repo_root().join("Cargo.toml"))
         .arg("--target-dir")
@@ -110,12 +149,37 @@ fn build_ferrovirt() -> anyhow::Result<PathBuf> {
         String::from_utf8_lossy(&output.stderr)
     );
     let bin = profile_dir.join("ferrovirt");
-    ensure!(is_executable(&bin), "cargo built ferrovirt, but {} is missing", bin.display());
+    ensure!(
+        is_executable(&bin),
+        "cargo built ferrovirt, but {} is missing",
+        bin.display()
+    );
     Ok(bin)
 }
 
+/// Whether `name` is an environment variable cargo sets for one package's build or run (as
+/// opposed to configuration such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn is_package_env(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_CFG_",
+    ];
+    const NAMES: &[&str] = &[
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+}
+
 fn is_executable(path: &Path) -> bool {
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// A free TCP port on 127.0.0.1 (free when this returns; another process may take it later).
@@ -126,7 +190,8 @@ pub fn free_port() -> std::io::Result<u16> {
 /// One `ferrovirt apiserver` process serving HTTPS on 127.0.0.1.
 ///
 /// Its stderr (the server's log) goes to `<data dir>/apiserver.log`, appended across restarts;
-/// start-up failures quote the end of it. Dropping the handle kills the process by PID.
+/// start-up failures quote the end of it, and so does a handle dropped while a test panics.
+/// Dropping the handle kills the process by PID.
 pub struct ApiServerProcess {
     bin: PathBuf,
     data_dir: PathBuf,
@@ -243,9 +308,12 @@ impl ApiServerProcess {
     pub async fn kube_config(&self) -> anyhow::Result<kube::Config> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
             .with_context(|| format!("cannot read {}", self.kubeconfig.display()))?;
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .with_context(|| format!("cannot use {}", self.kubeconfig.display()))
+        kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .with_context(|| format!("cannot use {}", self.kubeconfig.display()))
     }
 
     /// A kube-rs client from the server's kubeconfig.
@@ -255,7 +323,10 @@ impl ApiServerProcess {
 
     /// The last `lines` lines of the server's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&std::fs::read_to_string(&self.log_path).unwrap_or_default(), lines)
+        tail(
+            &std::fs::read_to_string(&self.log_path).unwrap_or_default(),
+            lines,
+        )
     }
 
     fn spawn_and_wait_ready(&mut self) -> anyhow::Result<()> {
@@ -265,7 +336,11 @@ impl ApiServerProcess {
             .open(&self.log_path)
             .with_context(|| format!("cannot open {}", self.log_path.display()))?;
         let log_start = log.seek(SeekFrom::End(0))?;
-        writeln!(log, "==== e2e harness: starting the API server on port {} ====", self.port)?;
+        writeln!(
+            log,
+            "==== e2e harness: starting the API server on port {} ====",
+            self.port
+        )?;
 
         let mut command = Command::new(&self.bin);
         command
@@ -279,13 +354,18 @@ impl ApiServerProcess {
         }
         command
             .args(&self.extra_args)
+            // The log goes to a file: no terminal colours in it.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log.try_clone()?);
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
-        let stdout = child.stdout.take().context("the server's stdout is not piped")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("the server's stdout is not piped")?;
         self.child = Some(child);
         let lines = read_lines(stdout);
 
@@ -301,7 +381,9 @@ impl ApiServerProcess {
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 // stdout closed: the process is exiting; try_wait below reports it.
-                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
             }
             let exited = match self.child.as_mut() {
                 Some(child) => child.try_wait()?,
@@ -338,6 +420,14 @@ impl ApiServerProcess {
 impl Drop for ApiServerProcess {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test drops its server while unwinding: show what the server said.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- the API server's log ({}), last lines ---\n{}",
+                self.log_path.display(),
+                self.log_tail(40)
+            );
+        }
     }
 }
 
@@ -421,7 +511,11 @@ impl Kubectl {
             .prefix("ferrovirt-kubectl-cache-")
             .tempdir()
             .context("cannot create a kubectl cache folder")?;
-        Ok(Kubectl { bin: bin.into(), kubeconfig: kubeconfig.into(), cache_dir })
+        Ok(Kubectl {
+            bin: bin.into(),
+            kubeconfig: kubeconfig.into(),
+            cache_dir,
+        })
     }
 
     /// The kubectl binary.
@@ -510,7 +604,13 @@ impl Kubectl {
                 }
             }
         });
-        BackgroundKubectl { display, child, lines: read_lines(stdout), seen: Vec::new(), stderr: stderr_text }
+        BackgroundKubectl {
+            display,
+            child,
+            lines: read_lines(stdout),
+            seen: Vec::new(),
+            stderr: stderr_text,
+        }
     }
 
     /// How a command is shown in failure messages.
@@ -523,7 +623,11 @@ impl Kubectl {
         let display = self.display(args);
         let mut child = self
             .command(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -545,7 +649,9 @@ impl Kubectl {
                 Ok(None) if Instant::now() > deadline => {
                     let _ = child.kill();
                     timed_out = true;
-                    break child.wait().unwrap_or_else(|e| panic!("cannot reap {display}: {e}"));
+                    break child
+                        .wait()
+                        .unwrap_or_else(|e| panic!("cannot reap {display}: {e}"));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => panic!("cannot wait for {display}: {e}"),
@@ -558,7 +664,11 @@ impl Kubectl {
                 format!("\n[e2e harness: killed after {KUBECTL_TIMEOUT:?}]\n").as_bytes(),
             );
         }
-        Output { status, stdout, stderr }
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -575,15 +685,27 @@ pub fn describe_output(command: &str, output: &Output) -> String {
 /// Panics with the command's output unless it succeeded; returns its stdout.
 #[track_caller]
 pub fn assert_success(command: &str, output: &Output) -> String {
-    assert!(output.status.success(), "expected success: {}", describe_output(command, output));
+    assert!(
+        output.status.success(),
+        "expected success: {}",
+        describe_output(command, output)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Panics with the command's output if it succeeded; returns its stdout and stderr together.
 #[track_caller]
 pub fn assert_failure(command: &str, output: &Output) -> String {
-    assert!(!output.status.success(), "expected failure: {}", describe_output(command, output));
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    assert!(
+        !output.status.success(),
+        "expected failure: {}",
+        describe_output(command, output)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// A kubectl running in the background; its stdout is read line by line as it comes.
@@ -612,7 +734,10 @@ impl BackgroundKubectl {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left.min(Duration::from_millis(200))) {
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if matches(&line) {
@@ -659,7 +784,11 @@ impl BackgroundKubectl {
     }
 
     fn report(&self) -> String {
-        format!("stdout so far:\n{}\nstderr so far:\n{}", self.seen.join("\n"), self.stderr())
+        format!(
+            "stdout so far:\n{}\nstderr so far:\n{}",
+            self.seen.join("\n"),
+            self.stderr()
+        )
     }
 }
 
@@ -672,7 +801,11 @@ impl Drop for BackgroundKubectl {
 /// Whether every value of `expected` is in `actual` at the same place: objects may have more
 /// keys, lists must have the same length, scalars must be equal. `Err` names the first difference.
 pub fn json_subset(expected: &serde_json::Value, actual: &serde_json::Value) -> Result<(), String> {
-    fn walk(expected: &serde_json::Value, actual: &serde_json::Value, path: &str) -> Result<(), String> {
+    fn walk(
+        expected: &serde_json::Value,
+        actual: &serde_json::Value,
+        path: &str,
+    ) -> Result<(), String> {
         use serde_json::Value;
         match (expected, actual) {
             (Value::Object(e), Value::Object(a)) => {
@@ -707,7 +840,10 @@ mod tests {
         );
         assert_eq!(
             parsed,
-            Some(("https://127.0.0.1:4321".to_owned(), PathBuf::from("/tmp/x y/kubeconfig")))
+            Some((
+                "https://127.0.0.1:4321".to_owned(),
+                PathBuf::from("/tmp/x y/kubeconfig")
+            ))
         );
         assert_eq!(parse_ready_line("INFO something else"), None);
     }
@@ -721,7 +857,13 @@ mod tests {
     #[test]
     fn json_subset_allows_more_keys_but_not_other_values() {
         let expected = serde_json::json!({"a": {"b": [1, {"c": "x"}]}});
-        assert_eq!(json_subset(&expected, &serde_json::json!({"a": {"b": [1, {"c": "x", "d": 2}]}, "e": 3})), Ok(()));
+        assert_eq!(
+            json_subset(
+                &expected,
+                &serde_json::json!({"a": {"b": [1, {"c": "x", "d": 2}]}, "e": 3})
+            ),
+            Ok(())
+        );
         assert_eq!(
             json_subset(&expected, &serde_json::json!({"a": {"b": [1, {"c": "y"}]}})),
             Err(r#".a.b[1].c: expected "x", found "y""#.to_owned())
@@ -730,8 +872,31 @@ mod tests {
     }
 
     #[test]
+    fn package_env_is_told_from_configuration() {
+        for name in [
+            "CARGO_PKG_NAME",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_CRATE_NAME",
+            "OUT_DIR",
+        ] {
+            assert!(is_package_env(name), "{name}");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "PATH",
+        ] {
+            assert!(!is_package_env(name), "{name}");
+        }
+    }
+
+    #[test]
     fn address_in_use_is_recognised() {
-        assert!(is_address_in_use(&anyhow!("bind: Address already in use (os error 98)")));
+        assert!(is_address_in_use(&anyhow!(
+            "bind: Address already in use (os error 98)"
+        )));
         assert!(!is_address_in_use(&anyhow!("permission denied")));
     }
 }

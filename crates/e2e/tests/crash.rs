@@ -100,18 +100,30 @@ async fn kill_after_the_last_ack(backend: Backend) {
 
     let api = cluster.vms().await;
     let present = check_creates(&api, &burst).await;
-    assert_eq!(present.len(), VMS, "objects after restart: {:?}", present.keys().collect::<Vec<_>>());
+    assert_eq!(
+        present.len(),
+        VMS,
+        "objects after restart: {:?}",
+        present.keys().collect::<Vec<_>>()
+    );
 
     let targets: BTreeMap<String, Acked> = burst.acked.clone();
     let updates = update_burst(&api, &targets, UPDATE_ROUNDS, Arc::new(AtomicUsize::new(0))).await;
     let failed: Vec<&UpdateState> = updates.values().filter(|u| u.in_flight.is_some()).collect();
-    assert!(failed.is_empty(), "updates failed while the server was up: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "updates failed while the server was up: {failed:?}"
+    );
     cluster.kill9_and_restart();
 
     let api = cluster.vms().await;
     let present = check_updates(&api, &updates).await;
     for (name, object) in &present {
-        assert_eq!(generation_label(object), UPDATE_ROUNDS, "{name}: the last acknowledged update is lost");
+        assert_eq!(
+            generation_label(object),
+            UPDATE_ROUNDS,
+            "{name}: the last acknowledged update is lost"
+        );
     }
     let highest = highest_acked_revision(&burst, &updates);
     check_new_writes(&api, highest).await;
@@ -145,10 +157,17 @@ async fn kill_in_the_middle_of_a_burst(backend: Backend) {
     );
 
     // Label updates on everything that is there: kill in the middle again.
-    let targets: BTreeMap<String, Acked> =
-        present.iter().map(|(name, object)| (name.clone(), Acked::from_object(object))).collect();
+    let targets: BTreeMap<String, Acked> = present
+        .iter()
+        .map(|(name, object)| (name.clone(), Acked::from_object(object)))
+        .collect();
     let acks = Arc::new(AtomicUsize::new(0));
-    let updating = tokio::spawn(update_burst_owned(api.clone(), targets, 1_000, Arc::clone(&acks)));
+    let updating = tokio::spawn(update_burst_owned(
+        api.clone(),
+        targets,
+        1_000,
+        Arc::clone(&acks),
+    ));
     wait_for_acks(&acks, KILL_AFTER_UPDATES, &updating, "updates").await;
     cluster.kill9();
     let updates = updating.await.expect("the update tasks panicked");
@@ -157,7 +176,17 @@ async fn kill_in_the_middle_of_a_burst(backend: Backend) {
     cluster.restart();
 
     let api = cluster.vms().await;
-    check_updates(&api, &updates).await;
+    let present = check_updates(&api, &updates).await;
+    let applied = updates
+        .iter()
+        .filter(|(name, u)| {
+            u.in_flight.is_some() && u.in_flight == Some(generation_label(&present[*name]))
+        })
+        .count();
+    println!(
+        "{backend:?}: {} label updates acknowledged, {interrupted} in flight at the kill, {applied} of those stored",
+        acks.load(Ordering::SeqCst)
+    );
     let highest = highest_acked_revision(&burst, &updates);
     check_new_writes(&api, highest).await;
 }
@@ -178,18 +207,30 @@ impl Cluster {
             let dir = tempfile::tempdir().expect("temporary folder");
             let etcd = match backend {
                 Backend::Embedded => None,
-                Backend::Etcd => Some(EtcdProcess::start().unwrap_or_else(|e| panic!("cannot start etcd: {e}"))),
+                Backend::Etcd => {
+                    Some(EtcdProcess::start().unwrap_or_else(|e| panic!("cannot start etcd: {e}")))
+                }
             };
-            let server = ApiServerProcess::start(dir.path().join("data"), etcd.as_ref().map(EtcdProcess::endpoints))
-                .unwrap_or_else(|e| panic!("cannot start the API server on {backend:?}: {e:#}"));
-            Cluster { server, _etcd: etcd, _dir: dir }
+            let server = ApiServerProcess::start(
+                dir.path().join("data"),
+                etcd.as_ref().map(EtcdProcess::endpoints),
+            )
+            .unwrap_or_else(|e| panic!("cannot start the API server on {backend:?}: {e:#}"));
+            Cluster {
+                server,
+                _etcd: etcd,
+                _dir: dir,
+            }
         })
     }
 
     fn kill9(&mut self) {
         let pid = self.server.pid();
         tokio::task::block_in_place(|| self.server.kill9());
-        assert!(!self.server.is_running(), "the API server (pid {pid:?}) still runs after kill -9");
+        assert!(
+            !self.server.is_running(),
+            "the API server (pid {pid:?}) still runs after kill -9"
+        );
     }
 
     fn restart(&mut self) {
@@ -205,7 +246,11 @@ impl Cluster {
     /// VirtualMachines in `default`, through a fresh client (no connection of the killed server
     /// is reused). kube-rs' retries are off, so every error is reported as it happened.
     async fn vms(&self) -> Api<DynamicObject> {
-        let mut config = self.server.kube_config().await.unwrap_or_else(|e| panic!("{e:#}"));
+        let mut config = self
+            .server
+            .kube_config()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
         config.default_retry = false;
         config.connect_timeout = Some(Duration::from_secs(5));
         config.read_timeout = Some(Duration::from_secs(20));
@@ -281,13 +326,21 @@ struct CreateBurst {
     errors: Vec<String>,
 }
 
-async fn create_burst_owned(api: Api<DynamicObject>, names: Vec<String>, acks: Arc<AtomicUsize>) -> CreateBurst {
+async fn create_burst_owned(
+    api: Api<DynamicObject>,
+    names: Vec<String>,
+    acks: Arc<AtomicUsize>,
+) -> CreateBurst {
     create_burst(&api, names, acks).await
 }
 
 /// Create `names` from [`TASKS`] concurrent writers (writer `t` creates names `t`, `t + TASKS`, ...).
 /// A writer stops at its first error. `acks` counts acknowledged creates as they come.
-async fn create_burst(api: &Api<DynamicObject>, names: Vec<String>, acks: Arc<AtomicUsize>) -> CreateBurst {
+async fn create_burst(
+    api: &Api<DynamicObject>,
+    names: Vec<String>,
+    acks: Arc<AtomicUsize>,
+) -> CreateBurst {
     let mut writers = Vec::new();
     for t in 0..TASKS {
         let api = api.clone();
@@ -296,7 +349,8 @@ async fn create_burst(api: &Api<DynamicObject>, names: Vec<String>, acks: Arc<At
         writers.push(tokio::spawn(async move {
             let mut burst = CreateBurst::default();
             for name in mine {
-                let object: DynamicObject = serde_json::from_value(vm_manifest(&name)).expect("manifest");
+                let object: DynamicObject =
+                    serde_json::from_value(vm_manifest(&name)).expect("manifest");
                 match api.create(&PostParams::default(), &object).await {
                     Ok(created) => {
                         assert_eq!(created.metadata.name.as_deref(), Some(name.as_str()));
@@ -352,7 +406,10 @@ async fn update_burst(
     rounds: u64,
     acks: Arc<AtomicUsize>,
 ) -> BTreeMap<String, UpdateState> {
-    let all: Vec<(String, Acked)> = targets.iter().map(|(n, a)| (n.clone(), a.clone())).collect();
+    let all: Vec<(String, Acked)> = targets
+        .iter()
+        .map(|(n, a)| (n.clone(), a.clone()))
+        .collect();
     let mut writers = Vec::new();
     for t in 0..TASKS {
         let api = api.clone();
@@ -375,10 +432,18 @@ async fn update_burst(
                 for (name, _) in &mine {
                     let state = states.get_mut(name).expect("own target");
                     state.in_flight = Some(generation);
-                    let patch = json!({"metadata": {"labels": {LABEL_GENERATION: generation.to_string()}}});
-                    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    let patch =
+                        json!({"metadata": {"labels": {LABEL_GENERATION: generation.to_string()}}});
+                    match api
+                        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
                         Ok(patched) => {
-                            assert_eq!(generation_label(&patched), generation, "{name}: the patch response");
+                            assert_eq!(
+                                generation_label(&patched),
+                                generation,
+                                "{name}: the patch response"
+                            );
                             state.acked = generation;
                             state.acked_revision = revision(&patched);
                             state.in_flight = None;
@@ -399,7 +464,12 @@ async fn update_burst(
 }
 
 /// Wait until `acks` reaches `target`; fail if the writers end first or it takes too long.
-async fn wait_for_acks<T>(acks: &AtomicUsize, target: usize, writers: &tokio::task::JoinHandle<T>, what: &str) {
+async fn wait_for_acks<T>(
+    acks: &AtomicUsize,
+    target: usize,
+    writers: &tokio::task::JoinHandle<T>,
+    what: &str,
+) {
     let deadline = Instant::now() + BURST_TIMEOUT;
     while acks.load(Ordering::SeqCst) < target {
         assert!(
@@ -407,7 +477,11 @@ async fn wait_for_acks<T>(acks: &AtomicUsize, target: usize, writers: &tokio::ta
             "the {what} ended after {} acknowledgements, before the kill point {target}",
             acks.load(Ordering::SeqCst)
         );
-        assert!(Instant::now() < deadline, "only {} {what} acknowledged within {BURST_TIMEOUT:?}", acks.load(Ordering::SeqCst));
+        assert!(
+            Instant::now() < deadline,
+            "only {} {what} acknowledged within {BURST_TIMEOUT:?}",
+            acks.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
@@ -421,12 +495,25 @@ async fn list_all(api: &Api<DynamicObject>) -> BTreeMap<String, DynamicObject> {
     let mut objects = BTreeMap::new();
     let mut params = ListParams::default().limit(37);
     loop {
-        let page = api.list(&params).await.unwrap_or_else(|e| panic!("listing VMs after the restart: {e}"));
+        let page = api
+            .list(&params)
+            .await
+            .unwrap_or_else(|e| panic!("listing VMs after the restart: {e}"));
         let list_revision = page.metadata.resource_version.clone().unwrap_or_default();
-        assert!(!list_revision.is_empty(), "a list without metadata.resourceVersion");
+        assert!(
+            !list_revision.is_empty(),
+            "a list without metadata.resourceVersion"
+        );
         for object in page.items {
-            let name = object.metadata.name.clone().expect("a listed VM without a name");
-            assert!(objects.insert(name.clone(), object).is_none(), "{name} listed twice");
+            let name = object
+                .metadata
+                .name
+                .clone()
+                .expect("a listed VM without a name");
+            assert!(
+                objects.insert(name.clone(), object).is_none(),
+                "{name} listed twice"
+            );
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = ListParams::default().limit(37).continue_token(&token),
@@ -434,45 +521,93 @@ async fn list_all(api: &Api<DynamicObject>) -> BTreeMap<String, DynamicObject> {
         }
     }
     for (name, listed) in &objects {
-        let read = api.get(name).await.unwrap_or_else(|e| panic!("reading {name} after the restart: {e}"));
-        assert_eq!(read.metadata.uid, listed.metadata.uid, "{name}: get and list disagree");
-        assert_eq!(read.metadata.resource_version, listed.metadata.resource_version, "{name}: get and list disagree");
-        let types = read.types.as_ref().unwrap_or_else(|| panic!("{name} has no apiVersion/kind"));
-        assert_eq!((types.api_version.as_str(), types.kind.as_str()), ("kubevirt.io/v1", "VirtualMachine"));
-        assert!(read.data["spec"].is_object(), "{name} has no spec: {:?}", read.data);
+        let read = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading {name} after the restart: {e}"));
+        assert_eq!(
+            read.metadata.uid, listed.metadata.uid,
+            "{name}: get and list disagree"
+        );
+        assert_eq!(
+            read.metadata.resource_version, listed.metadata.resource_version,
+            "{name}: get and list disagree"
+        );
+        let types = read
+            .types
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} has no apiVersion/kind"));
+        assert_eq!(
+            (types.api_version.as_str(), types.kind.as_str()),
+            ("kubevirt.io/v1", "VirtualMachine")
+        );
+        assert!(
+            read.data["spec"].is_object(),
+            "{name} has no spec: {:?}",
+            read.data
+        );
     }
     objects
 }
 
 /// Every acknowledged create is there as acknowledged; every other object is a create that was
 /// in flight, stored whole. Returns what is there.
-async fn check_creates(api: &Api<DynamicObject>, burst: &CreateBurst) -> BTreeMap<String, DynamicObject> {
+async fn check_creates(
+    api: &Api<DynamicObject>,
+    burst: &CreateBurst,
+) -> BTreeMap<String, DynamicObject> {
     let present = list_all(api).await;
     for (name, acked) in &burst.acked {
-        let object = present
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} was acknowledged (resourceVersion {}) but is gone after kill -9", acked.resource_version));
-        assert_eq!(object.metadata.uid.as_deref(), Some(acked.uid.as_str()), "{name}: another uid");
-        assert_eq!(revision(object), acked.resource_version, "{name}: another resourceVersion");
-        assert_eq!(object.data["spec"], acked.spec, "{name}: the spec differs from the acknowledged one");
+        let object = present.get(name).unwrap_or_else(|| {
+            panic!(
+                "{name} was acknowledged (resourceVersion {}) but is gone after kill -9",
+                acked.resource_version
+            )
+        });
+        assert_eq!(
+            object.metadata.uid.as_deref(),
+            Some(acked.uid.as_str()),
+            "{name}: another uid"
+        );
+        assert_eq!(
+            revision(object),
+            acked.resource_version,
+            "{name}: another resourceVersion"
+        );
+        assert_eq!(
+            object.data["spec"], acked.spec,
+            "{name}: the spec differs from the acknowledged one"
+        );
     }
     for (name, object) in &present {
         if burst.acked.contains_key(name) {
             continue;
         }
-        assert!(burst.in_flight.contains(name), "{name} is stored but was never sent");
+        assert!(
+            burst.in_flight.contains(name),
+            "{name} is stored but was never sent"
+        );
         let sent = vm_manifest(name);
         if let Err(difference) = json_subset(&sent["spec"], &object.data["spec"]) {
             panic!("{name} (in flight at the kill) is stored, but not as sent: {difference}");
         }
-        assert_eq!(object.labels().get("e2e.ferrovirt.io/name").map(String::as_str), Some(name.as_str()));
+        assert_eq!(
+            object
+                .labels()
+                .get("e2e.ferrovirt.io/name")
+                .map(String::as_str),
+            Some(name.as_str())
+        );
     }
     present
 }
 
 /// Every object is there with its uid, and its generation label is the last acknowledged one,
 /// or the one in flight at the kill. Returns what is there.
-async fn check_updates(api: &Api<DynamicObject>, updates: &BTreeMap<String, UpdateState>) -> BTreeMap<String, DynamicObject> {
+async fn check_updates(
+    api: &Api<DynamicObject>,
+    updates: &BTreeMap<String, UpdateState>,
+) -> BTreeMap<String, DynamicObject> {
     let present = list_all(api).await;
     assert_eq!(
         present.keys().collect::<BTreeSet<_>>(),
@@ -481,7 +616,11 @@ async fn check_updates(api: &Api<DynamicObject>, updates: &BTreeMap<String, Upda
     );
     for (name, state) in updates {
         let object = &present[name];
-        assert_eq!(object.metadata.uid.as_deref(), Some(state.uid.as_str()), "{name}: another uid");
+        assert_eq!(
+            object.metadata.uid.as_deref(),
+            Some(state.uid.as_str()),
+            "{name}: another uid"
+        );
         let stored = generation_label(object);
         assert!(
             stored == state.acked || Some(stored) == state.in_flight,
@@ -501,7 +640,8 @@ async fn check_updates(api: &Api<DynamicObject>, updates: &BTreeMap<String, Upda
 
 /// After the restart the server takes writes, at resourceVersions above every acknowledged one.
 async fn check_new_writes(api: &Api<DynamicObject>, highest_acked: u64) {
-    let object: DynamicObject = serde_json::from_value(vm_manifest("after-restart")).expect("manifest");
+    let object: DynamicObject =
+        serde_json::from_value(vm_manifest("after-restart")).expect("manifest");
     let created = api
         .create(&PostParams::default(), &object)
         .await
@@ -511,7 +651,10 @@ async fn check_new_writes(api: &Api<DynamicObject>, highest_acked: u64) {
         "resourceVersion {} after the restart is not above the highest acknowledged {highest_acked}",
         revision(&created)
     );
-    let read = api.get("after-restart").await.unwrap_or_else(|e| panic!("get after the restart: {e}"));
+    let read = api
+        .get("after-restart")
+        .await
+        .unwrap_or_else(|e| panic!("get after the restart: {e}"));
     assert_eq!(read.metadata.uid, created.metadata.uid);
 }
 
@@ -523,14 +666,25 @@ fn highest_acked_revision(burst: &CreateBurst, updates: &BTreeMap<String, Update
 
 /// An object's resourceVersion as the store revision it is.
 fn revision(object: &DynamicObject) -> u64 {
-    let rv = object.metadata.resource_version.as_deref().unwrap_or_default();
-    rv.parse().unwrap_or_else(|_| panic!("resourceVersion {rv:?} of {:?} is not a revision", object.metadata.name))
+    let rv = object
+        .metadata
+        .resource_version
+        .as_deref()
+        .unwrap_or_default();
+    rv.parse().unwrap_or_else(|_| {
+        panic!(
+            "resourceVersion {rv:?} of {:?} is not a revision",
+            object.metadata.name
+        )
+    })
 }
 
 /// The generation label (0 when absent).
 fn generation_label(object: &DynamicObject) -> u64 {
     match object.labels().get(LABEL_GENERATION) {
         None => 0,
-        Some(value) => value.parse().unwrap_or_else(|_| panic!("{LABEL_GENERATION}={value:?} is not a number")),
+        Some(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{LABEL_GENERATION}={value:?} is not a number")),
     }
 }

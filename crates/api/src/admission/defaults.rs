@@ -41,10 +41,17 @@ fn set_firmware_uuid(spec: &mut VirtualMachineInstanceSpec, name: Option<&str>) 
     }
 }
 
-/// Defaults a VM: its template spec (see [`default_vmi_spec`]) and a firmware UUID derived
-/// from the VM name, so every VMI of the VM has the same SMBIOS identity.
+/// Defaults a VM the way KubeVirt's VM mutator does: only the machine type and a firmware UUID
+/// derived from the VM name (so every VMI of the VM has the same SMBIOS identity). The rest of
+/// the template is defaulted when its VMI is admitted ([`default_vmi`]): defaults stored inside
+/// list items of the VM would make every client-side `kubectl apply` see a difference, because a
+/// JSON merge patch replaces lists whole.
 pub fn default_vm(vm: &mut VirtualMachine) {
-    default_vmi_spec(&mut vm.spec.template.spec);
+    let domain = &mut vm.spec.template.spec.domain;
+    match &mut domain.machine {
+        Some(machine) if !machine.type_.is_empty() => {}
+        slot => *slot = Some(Machine { type_: DEFAULT_MACHINE_TYPE.to_string() }),
+    }
     set_firmware_uuid(&mut vm.spec.template.spec, vm.metadata.name.as_deref());
 }
 
