@@ -6,6 +6,9 @@
 #   protobuf-compiler         protoc, to build the etcd-client crate
 #   qemu-utils                qemu-img, for disk images
 #   ca-certificates, curl     fetching over HTTPS in set-up scripts
+#   qemu-system-x86, ovmf     real QEMU (BIOS and EFI) for the launcher's tests
+#   docker-registry           a real OCI registry on loopback for containerDisk tests
+#   mtools, dosfstools        reading cloud-init FAT images back in tests; building the test guest
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +25,13 @@ apt-get install -y --no-install-recommends \
     protobuf-compiler \
     qemu-utils \
     ca-certificates \
-    curl
+    curl \
+    qemu-system-x86 \
+    ovmf \
+    docker-registry \
+    mtools \
+    dosfstools
 
 "$repo_root/scripts/fetch-kubectl-1.20.sh"
+# The test guest (Debian kernel + busybox) that the QEMU tests boot.
+"$repo_root/scripts/build-guest.sh"
