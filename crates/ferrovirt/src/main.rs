@@ -17,6 +17,15 @@ struct Cli {
 enum Command {
     /// Serve the Kubernetes-compatible API (embedded store by default, etcd with --etcd).
     Apiserver(ApiserverArgs),
+    /// Run one VM from a launcher Pod's folder (started by the node agent).
+    Launcher(LauncherArgs),
+}
+
+#[derive(Parser)]
+struct LauncherArgs {
+    /// The launcher Pod's folder, holding spec.json.
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Parser)]
@@ -80,5 +89,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             running.stop().await;
             Ok(())
         }
+        Command::Launcher(a) => ferrovirt_launcher::process::run(&a.dir).await,
     }
 }

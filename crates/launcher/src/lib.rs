@@ -23,6 +23,8 @@ pub mod console;
 pub mod probe;
 pub mod qemu;
 pub mod qmp;
+pub mod process;
+pub mod spec;
 
 pub use cgroup::{CgroupError, CgroupLimits, CgroupVersion, VmCgroup};
 pub use console::{Console, ConsoleConfig, ConsoleError, LogRotation};
