@@ -44,7 +44,18 @@ pub fn api_groups() -> Value {
         let gv = json!({ "groupVersion": format!("{group}/{version}"), "version": version });
         groups.push(json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv }));
     }
+    let gv = json!({ "groupVersion": "subresources.kubevirt.io/v1", "version": "v1" });
+    groups.push(json!({ "name": "subresources.kubevirt.io", "versions": [gv.clone()], "preferredVersion": gv }));
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
+}
+
+/// The resource list of `subresources.kubevirt.io/v1` (the VM actions served today).
+pub fn kubevirt_subresource_list() -> Value {
+    let resources: Vec<Value> = ["start", "stop", "restart"]
+        .iter()
+        .map(|a| json!({ "name": format!("virtualmachines/{a}"), "singularName": "", "namespaced": true, "kind": "VirtualMachine", "verbs": ["update"] }))
+        .collect();
+    json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "subresources.kubevirt.io/v1", "resources": resources })
 }
 
 fn resource(k: &Kind) -> Value {

@@ -18,6 +18,7 @@ pub mod rest;
 pub mod scale;
 pub mod server;
 pub mod table;
+pub mod vm_actions;
 pub mod watch;
 
 pub use server::{start, Config, Running};

@@ -299,9 +299,31 @@ async fn route(server: &Arc<Server>, req: Request<Body>) -> ApiResult<Response> 
         }
         _ => {}
     }
+    if let Some(rest) = path.strip_prefix("/apis/subresources.kubevirt.io/v1") {
+        return kubevirt_subresource(server, rest, req).await;
+    }
     match parse_path(&path)? {
         Route::ResourceList { group, version } => Ok(json_response(StatusCode::OK, &discovery::resource_list(&group, &version))),
         Route::Resource(target) => resource(server, target, req).await,
+    }
+}
+
+/// `subresources.kubevirt.io/v1`: discovery and the VM actions.
+async fn kubevirt_subresource(server: &Arc<Server>, rest: &str, req: Request<Body>) -> ApiResult<Response> {
+    let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [] => Ok(json_response(StatusCode::OK, &discovery::kubevirt_subresource_list())),
+        ["namespaces", ns, "virtualmachines", name, action] => {
+            if req.method() != Method::PUT {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let body = read_body(req.into_body()).await?;
+            let opts = if body.is_empty() { json!({}) } else { object::decode_body(content_type.as_deref(), &body)? };
+            crate::vm_actions::handle(&server.objects, ns, name, action, &opts).await?;
+            Ok((StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
+        _ => Err(ApiError::NoRoute),
     }
 }
 

@@ -540,3 +540,41 @@ async fn bound_pods_are_deleted_gracefully(b: Backend) {
     h.stop().await;
 }
 on_both_stores!(bound_pods_are_deleted_gracefully);
+
+async fn vm_start_stop_restart_subresources(b: Backend) {
+    let h = Harness::start(b).await;
+    let vms: Api<VirtualMachine> = Api::namespaced(h.client.clone(), "default");
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(h.client.clone(), "default");
+    vms.create(&PostParams::default(), &vm("vm1")).await.unwrap();
+    let sub = |action: &str| format!("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/vm1/{action}");
+    // Halted: start sets Always; stop of a halted VM is a conflict.
+    let (s, b) = raw(&h.client, "PUT", &sub("stop"), "application/json", b"{}".to_vec()).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b["message"].as_str().unwrap().contains("not running"), "{b}");
+    let (s, b) = raw(&h.client, "PUT", &sub("start"), "application/json", vec![]).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(vms.get("vm1").await.unwrap().spec.run_strategy, Some(ferrovirt_api::kubevirt::RunStrategy::Always));
+    // With its VMI running, start is a conflict and restart asks the controller to stop and start.
+    let v = vms.get("vm1").await.unwrap();
+    let vmi = vmis.create(&PostParams::default(), &vmi_for("vm1", owner_ref("VirtualMachine", "vm1", v.metadata.uid.as_deref().unwrap()))).await.unwrap();
+    let (s, _) = raw(&h.client, "PUT", &sub("start"), "application/json", vec![]).await;
+    assert_eq!(s, 409);
+    let (s, b) = raw(&h.client, "PUT", &sub("restart"), "application/json", vec![]).await;
+    assert_eq!(s, 202, "{b}");
+    let reqs = vms.get("vm1").await.unwrap().status.unwrap().state_change_requests.unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].uid.as_deref(), vmi.metadata.uid.as_deref());
+    let (s, _) = raw(&h.client, "PUT", &sub("stop"), "application/json", vec![]).await;
+    assert_eq!(s, 202);
+    assert_eq!(vms.get("vm1").await.unwrap().spec.run_strategy, Some(ferrovirt_api::kubevirt::RunStrategy::Halted));
+    // Unsupported options are refused by name; unknown actions and VMs are 404/400.
+    let (s, b) = raw(&h.client, "PUT", &sub("stop"), "application/json", br#"{"gracePeriod": 0}"#.to_vec()).await;
+    assert_eq!(s, 400, "{b}");
+    let (s, _) = raw(&h.client, "PUT", "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/nope/start", "application/json", vec![]).await;
+    assert_eq!(s, 404);
+    let (s, b) = raw(&h.client, "GET", "/apis/subresources.kubevirt.io/v1", "application/json", vec![]).await;
+    assert_eq!(s, 200);
+    assert!(b["resources"].as_array().unwrap().iter().any(|r| r["name"] == "virtualmachines/restart"));
+    h.stop().await;
+}
+on_both_stores!(vm_start_stop_restart_subresources);
