@@ -19,6 +19,25 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run one VM from a launcher Pod's folder (started by the node agent).
     Launcher(LauncherArgs),
+    /// Run the controllers: VirtualMachine -> VirtualMachineInstance -> launcher Pod.
+    Controller(ClientArgs),
+    /// Bind launcher Pods to Nodes.
+    Scheduler(ClientArgs),
+}
+
+#[derive(Parser)]
+struct ClientArgs {
+    /// Kubeconfig of the API server to work against.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_from(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 #[derive(Parser)]
@@ -90,5 +109,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Launcher(a) => ferrovirt_launcher::process::run(&a.dir).await,
+        Command::Controller(a) => {
+            let client = client_from(&a.kubeconfig).await?;
+            tokio::select! {
+                r = ferrovirt_controller::run(client, Default::default()) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        Command::Scheduler(a) => {
+            let client = client_from(&a.kubeconfig).await?;
+            tokio::select! {
+                r = ferrovirt_scheduler::run(client, Default::default()) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
     }
 }
