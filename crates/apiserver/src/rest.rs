@@ -409,8 +409,11 @@ impl Objects {
             if dry_run {
                 return Ok(next);
             }
-            // An object being deleted whose last finalizer was removed goes away now.
-            if object::is_deleting(&next) && object::pending_finalizers(&next).is_empty() {
+            // An object being deleted whose last finalizer was removed goes away now, unless it is
+            // in a graceful deletion (a Pod waiting for its node agent): as in Kubernetes, only a
+            // zero deletion grace period lets an update complete the deletion.
+            let graceful = object::meta(&next).get("deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+            if object::is_deleting(&next) && object::pending_finalizers(&next).is_empty() && !graceful {
                 match self.store.delete(&kv.key, Precondition::ModRevision(kv.mod_revision)).await {
                     Ok((_, rev)) => {
                         meta_mut(&mut next).insert("resourceVersion".into(), json!(rev.to_string()));

@@ -534,6 +534,10 @@ async fn bound_pods_are_deleted_gracefully(b: Backend) {
     let pending = pods.get("launcher").await.unwrap();
     assert!(pending.metadata.deletion_timestamp.is_some());
     assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(45));
+    // Status writes while the node agent stops the guest do not complete the deletion.
+    pods.patch_status("launcher", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running"}}))).await.unwrap();
+    pods.patch("launcher", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.unwrap();
+    assert!(pods.get_opt("launcher").await.unwrap().is_some(), "still waiting for its node agent");
     // The node agent confirms with a zero grace period.
     pods.delete("launcher", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     assert!(pods.get_opt("launcher").await.unwrap().is_none());

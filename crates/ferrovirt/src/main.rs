@@ -23,6 +23,122 @@ enum Command {
     Controller(ClientArgs),
     /// Bind launcher Pods to Nodes.
     Scheduler(ClientArgs),
+    /// Run a node: register it, run one launcher per VM placed on it.
+    Node(NodeArgs),
+    /// Everything on this machine in one command: API server (embedded store), controller,
+    /// scheduler and one node.
+    Up(UpArgs),
+}
+
+#[derive(Parser)]
+struct NodeOptions {
+    /// Registries (host or host:port) pulled over plain HTTP although not on loopback.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Folders hostDisk volumes may use.
+    #[arg(long = "allow-host-disk-dir")]
+    allowed_host_disk_dirs: Vec<PathBuf>,
+    /// Hardware acceleration: auto (probe whether KVM really runs a guest), on, off.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    kvm: String,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+}
+
+#[derive(Parser)]
+struct NodeArgs {
+    /// This node's name.
+    #[arg(long)]
+    name: String,
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// This node's own folder (launcher folders, image cache).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The address other machines reach this node on.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    #[command(flatten)]
+    node: NodeOptions,
+}
+
+#[derive(Parser)]
+struct UpArgs {
+    /// Folder for everything (default: $XDG_DATA_HOME/ferrovirt or ~/.local/share/ferrovirt).
+    #[arg(long, env = "FERROVIRT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// API address; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Keep objects in etcd instead of the embedded store.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The local node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    #[command(flatten)]
+    node: NodeOptions,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("ferrovirt")
+}
+
+fn node_config(name: String, client: kube::Client, data_dir: PathBuf, address: String, o: NodeOptions) -> anyhow::Result<ferrovirt_node::NodeConfig> {
+    let launcher = ferrovirt_node::launch::LauncherCommand::current_exe()?;
+    let mut c = ferrovirt_node::NodeConfig::new(name, client, data_dir, launcher);
+    c.address = address;
+    c.qemu_binary = o.qemu;
+    c.insecure_registries = o.insecure_registries;
+    c.allowed_host_disk_dirs = o.allowed_host_disk_dirs;
+    c.kvm = match o.kvm.as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    };
+    Ok(c)
+}
+
+/// Stop every VM a node runs: ACPI power button, wait for the guests, kill what does not stop.
+async fn stop_local_vms(node_dir: &std::path::Path, grace: Duration) {
+    use ferrovirt_node::local;
+    let pods = node_dir.join("pods");
+    let Ok(entries) = std::fs::read_dir(&pods) else { return };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut running = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        if let Some(pid) = local::launcher_pid(&dir).filter(|p| local::launcher_of_dir_alive(*p, &dir)) {
+            let _ = local::request_stop(&dir, pid, grace.as_secs(), now).await;
+            running.push((dir, pid));
+        }
+    }
+    if running.is_empty() {
+        return;
+    }
+    eprintln!("stopping {} VM(s)...", running.len());
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline && running.iter().any(|(d, p)| local::launcher_of_dir_alive(*p, d)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (dir, pid) in running {
+        if local::launcher_of_dir_alive(pid, &dir) {
+            local::kill_launcher(&dir, pid);
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        .unwrap_or_else(|| "node1".into())
 }
 
 #[derive(Parser)]
@@ -115,6 +231,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r = ferrovirt_controller::run(client, Default::default()) => r,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
+        }
+        Command::Node(a) => {
+            let client = client_from(&a.kubeconfig).await?;
+            let data_dir = a.data_dir.clone();
+            let config = node_config(a.name, client, a.data_dir, a.address, a.node)?;
+            tokio::select! {
+                r = ferrovirt_node::run(config) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    // A node agent that stops leaves its guests running (it picks them up again);
+                    // `ferrovirt up` is the one that stops its VMs on Ctrl-C.
+                    let _ = data_dir;
+                    Ok(())
+                }
+            }
+        }
+        Command::Up(a) => {
+            let data_dir = a.data_dir.unwrap_or_else(default_data_dir);
+            let mut config = ferrovirt_apiserver::Config::new(data_dir.join("control-plane"), a.listen);
+            config.etcd = a.etcd.clone();
+            let running = ferrovirt_apiserver::start(config).await?;
+            let client = client_from(&running.kubeconfig).await?;
+            let name = a.node_name.unwrap_or_else(host_name);
+            let node_dir = data_dir.join("nodes").join(&name);
+            let node = node_config(name.clone(), client.clone(), node_dir.clone(), "127.0.0.1".into(), a.node)?;
+            let mut tasks = tokio::task::JoinSet::new();
+            tasks.spawn(ferrovirt_controller::run(client.clone(), Default::default()));
+            tasks.spawn(ferrovirt_scheduler::run(client.clone(), Default::default()));
+            tasks.spawn(ferrovirt_node::run(node));
+            println!(
+                "ferrovirt is up: API {} ({} store), node {name}\nkubeconfig: {}\n  export KUBECONFIG={}\n  kubectl apply -f examples/vm.yaml",
+                running.url,
+                if a.etcd.is_empty() { "embedded" } else { "etcd" },
+                running.kubeconfig.display(),
+                running.kubeconfig.display(),
+            );
+            let outcome = tokio::select! {
+                r = tasks.join_next() => match r {
+                    Some(Ok(Err(e))) => Err(e),
+                    Some(Err(e)) => Err(anyhow::anyhow!("a component stopped: {e}")),
+                    _ => Err(anyhow::anyhow!("a component stopped")),
+                },
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            };
+            // Ctrl-C (or a failure): stop the node agent first so it starts nothing new, then the VMs.
+            tasks.shutdown().await;
+            stop_local_vms(&node_dir, Duration::from_secs(30)).await;
+            running.stop().await;
+            outcome
         }
         Command::Scheduler(a) => {
             let client = client_from(&a.kubeconfig).await?;
