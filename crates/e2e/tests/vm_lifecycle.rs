@@ -1,0 +1,237 @@
+//! Real VMs end to end on one machine: `ferrovirt up` (API server, controller, scheduler, node agent)
+//! as a process, the test guest as a containerDisk in a real registry on loopback, QEMU (KVM where
+//! the node's probe says it works, TCG here), and the guest's own console as the witness.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
+use ferrovirt_disks::testing::RegistryProcess;
+use ferrovirt_e2e::ferrovirt_binary;
+use ferrovirt_launcher::spec;
+use k8s_openapi::api::core::v1::Pod;
+
+const NODE: &str = "node1";
+
+/// `ferrovirt up` as a child process; Ctrl-C (SIGINT) on drop, then SIGKILL and a sweep of any QEMU
+/// left in its folder, by PID.
+struct Up {
+    child: Child,
+    data_dir: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Up {
+    fn start(data_dir: &Path) -> Up {
+        let mut child = Command::new(ferrovirt_binary().unwrap())
+            .args(["up", "--listen", "127.0.0.1:0", "--node-name", NODE, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(data_dir.join("up.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut kubeconfig = None;
+        for line in out.lines() {
+            let line = line.unwrap();
+            if let Some(p) = line.strip_prefix("kubeconfig: ") {
+                kubeconfig = Some(PathBuf::from(p.trim()));
+                break;
+            }
+        }
+        Up { child, data_dir: data_dir.to_path_buf(), kubeconfig: kubeconfig.expect("ferrovirt up printed its kubeconfig") }
+    }
+
+    async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.data_dir.join("nodes").join(NODE).join("pods")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data_dir.join("up.log")).unwrap_or_default();
+        log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = std::time::Instant::now() + Duration::from_secs(45);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Nothing may outlive the test: sweep QEMUs and launchers recorded in the pod folders.
+        for e in std::fs::read_dir(self.pods_dir()).into_iter().flatten().flatten() {
+            let dir = e.path();
+            let pids = [spec::read_state(&dir).and_then(|s| s.qemu_pid), std::fs::read_to_string(dir.join(spec::PID_FILE)).ok().and_then(|p| p.trim().parse().ok())];
+            for p in pids.into_iter().flatten() {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(dir.to_str().unwrap()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+async fn eventually<T, F, Fut>(secs: u64, what: &str, up: &Up, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}", up.log_tail());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn vm_manifest(image: &str, marker: &str) -> VirtualMachine {
+    serde_json::from_value(json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": "testvm"},
+        "spec": {
+            "runStrategy": "Always",
+            "template": {"spec": {
+                "domain": {
+                    "devices": {"disks": [{"name": "containerdisk", "disk": {"bus": "virtio"}}, {"name": "cloudinitdisk", "disk": {"bus": "virtio"}}]},
+                    "resources": {"requests": {"memory": "128Mi"}}
+                },
+                "terminationGracePeriodSeconds": 30,
+                "volumes": [
+                    {"name": "containerdisk", "containerDisk": {"image": image}},
+                    {"name": "cloudinitdisk", "cloudInitNoCloud": {"userData": format!("#!/bin/sh\necho \"{marker} $((6*7))\"\n")}}
+                ]
+            }}
+        }
+    }))
+    .unwrap()
+}
+
+/// The running VMI's uid and its pod folder on the node.
+async fn running_vmi(up: &Up, vmis: &Api<VirtualMachineInstance>, pods: &Api<Pod>, not_uid: Option<&str>) -> (String, PathBuf) {
+    eventually(180, "the VMI to be Running", up, || async {
+        let vmi = vmis.get_opt("testvm").await.ok()??;
+        let uid = vmi.metadata.uid.clone()?;
+        if Some(uid.as_str()) == not_uid {
+            return None;
+        }
+        let phase = vmi.status.as_ref().and_then(|s| s.phase.as_ref()).map(|p| format!("{p:?}"));
+        if phase.as_deref() != Some("Running") {
+            return None;
+        }
+        assert_eq!(vmi.status.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+        let pod = pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}"))).await.ok()?.items.into_iter().next()?;
+        let dir = up.pods_dir().join(pod.metadata.uid?);
+        Some((uid, dir))
+    })
+    .await
+}
+
+async fn console_shows(up: &Up, dir: &Path, needle: &str, secs: u64) {
+    eventually(secs, &format!("{needle:?} on the serial console"), up, || async {
+        std::fs::read_to_string(dir.join(spec::SERIAL_LOG)).ok().filter(|l| l.contains(needle)).map(|_| ())
+    })
+    .await;
+}
+
+/// Whether `pid` is a live process (a zombie, dead but not yet reaped, is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn qemu_pid(dir: &Path) -> u32 {
+    spec::read_state(dir).and_then(|s| s.qemu_pid).expect("a running QEMU")
+}
+
+async fn put(client: &kube::Client, action: &str) {
+    let req = http::Request::builder()
+        .method("PUT")
+        .uri(format!("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines/testvm/{action}"))
+        .header("Content-Type", "application/json")
+        .body(kube::client::Body::from(b"{}".to_vec()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert!(resp.status().is_success(), "{action}: {}", resp.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
+    let registry = RegistryProcess::start().expect("docker-registry (scripts/install-test-deps.sh)");
+    let disk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/guest/disk.qcow2");
+    assert!(disk.is_file(), "the test guest is not built: run scripts/build-guest.sh");
+    registry.push_disk_file("ferrovirt/guest:latest", &disk).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let up = Up::start(tmp.path());
+    let client = up.client().await;
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), "default");
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    vms.create(&PostParams::default(), &vm_manifest(&registry.image("ferrovirt/guest:latest"), "cloud-init says")).await.unwrap();
+    let (uid1, dir1) = running_vmi(&up, &vmis, &pods, None).await;
+    console_shows(&up, &dir1, "cloud-init says 42", 180).await;
+    let vmi = vmis.get("testvm").await.unwrap();
+    let conds = vmi.status.unwrap().conditions.unwrap_or_default();
+    assert!(conds.iter().any(|c| c.type_ == "SoftwareEmulation" || c.type_ == "Ready"), "{conds:?}");
+    eventually(30, "the VM to say Running", &up, || async {
+        let vm = vms.get("testvm").await.ok()?;
+        (vm.status?.printable_status.map(|p| format!("{p:?}")).as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+
+    // stop: the guest powers off, the VMI and its QEMU go away, the VM says Stopped.
+    let qemu1 = qemu_pid(&dir1);
+    put(&client, "stop").await;
+    eventually(90, "the VMI to go after stop", &up, || async { vmis.get_opt("testvm").await.ok()?.is_none().then_some(()) }).await;
+    assert!(!alive(qemu1), "QEMU of the stopped VM is gone: {:?}", std::fs::read_to_string(format!("/proc/{qemu1}/status")));
+    eventually(60, "the pod folder to be removed", &up, || async { (!dir1.exists()).then_some(()) }).await;
+
+    // start: a new VMI boots to the console again.
+    put(&client, "start").await;
+    let (uid2, dir2) = running_vmi(&up, &vmis, &pods, Some(&uid1)).await;
+    console_shows(&up, &dir2, "cloud-init says 42", 180).await;
+
+    // restart: another VMI replaces it.
+    put(&client, "restart").await;
+    let (_uid3, dir3) = running_vmi(&up, &vmis, &pods, Some(&uid2)).await;
+    console_shows(&up, &dir3, "ferrovirt-guest: booted", 180).await;
+
+    // delete: VMI, Pod, QEMU, cgroup and node-local files are gone.
+    let qemu3 = qemu_pid(&dir3);
+    let pod_uid = dir3.file_name().unwrap().to_string_lossy().to_string();
+    vms.delete("testvm", &DeleteParams::default()).await.unwrap();
+    eventually(90, "VMI and pod to go after delete", &up, || async {
+        let vmi_gone = vmis.get_opt("testvm").await.ok()?.is_none();
+        let pods_gone = pods.list(&ListParams::default().labels("kubevirt.io=virt-launcher")).await.ok()?.items.is_empty();
+        (vmi_gone && pods_gone && !dir3.exists()).then_some(())
+    })
+    .await;
+    assert!(!alive(qemu3), "QEMU is gone: {:?}", std::fs::read_to_string(format!("/proc/{qemu3}/status")));
+    for ctrl in ["memory", "pids", "cpu", "unified"] {
+        let cg = Path::new("/sys/fs/cgroup").join(ctrl).join("ferrovirt").join(&pod_uid);
+        assert!(!cg.exists(), "cgroup {} is removed", cg.display());
+    }
+    assert!(!Path::new("/sys/fs/cgroup/ferrovirt").join(&pod_uid).exists());
+}
