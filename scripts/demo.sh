@@ -18,10 +18,12 @@ echo "== building ferrovirt and the test guest"
 cargo build --release -p ferrovirt
 scripts/build-guest.sh >/dev/null
 
-pids=()
+up=""
+registry=""
 cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    # ferrovirt up stops its VMs on SIGINT (as on Ctrl-C); then the registry.
+    if [ -n "$up" ]; then kill -INT "$up" 2>/dev/null || true; wait "$up" 2>/dev/null || true; fi
+    if [ -n "$registry" ]; then kill -TERM "$registry" 2>/dev/null || true; wait "$registry" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
@@ -36,14 +38,13 @@ http:
   addr: 127.0.0.1:5000
 YAML
 /usr/bin/docker-registry serve "$data/registry/config.yml" >"$data/registry/registry.log" 2>&1 &
-pids+=($!)
+registry=$!
 for _ in $(seq 50); do curl -fs http://127.0.0.1:5000/v2/ >/dev/null 2>&1 && break; sleep 0.1; done
 scripts/push-guest.sh 127.0.0.1:5000 >/dev/null
 
 echo "== ferrovirt up"
 target/release/ferrovirt up --data-dir "$data" --node-name node1 >"$data/up.out" 2>"$data/up.log" &
 up=$!
-pids=("$up" "${pids[@]}")
 for _ in $(seq 100); do grep -q "^kubeconfig:" "$data/up.out" 2>/dev/null && break; sleep 0.1; done
 cat "$data/up.out"
 export KUBECONFIG="$data/control-plane/kubeconfig"
