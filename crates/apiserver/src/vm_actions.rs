@@ -37,13 +37,16 @@ pub async fn handle(objects: &Objects, ns: &str, name: &str, action: &str, opts:
     let current = objects.get(&target(vm_kind, None), name).await?;
     let vm: VirtualMachine = serde_json::from_value(current)
         .map_err(|e| ApiError::Internal(format!("stored VirtualMachine {ns}/{name} does not decode: {e}")))?;
-    let vmi_uid = match objects.get(&target(vmi_kind, None), name).await {
-        Ok(vmi) if !crate::object::is_deleting(&vmi) => crate::object::uid(&vmi).map(str::to_string),
+    let vmi = match objects.get(&target(vmi_kind, None), name).await {
+        Ok(vmi) if !crate::object::is_deleting(&vmi) => crate::object::uid(&vmi).map(|uid| Vmi {
+            uid: uid.to_string(),
+            finished: matches!(vmi.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")),
+        }),
         Ok(_) | Err(ApiError::NotFound(_)) => None,
         Err(e) => return Err(e),
     };
     let dry_run = opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|v| v == "All"));
-    let change = decide(&vm, vmi_uid.as_deref(), action).map_err(|r| match r {
+    let change = decide(&vm, vmi.as_ref(), action).map_err(|r| match r {
         Refusal::Conflict(m) => ApiError::Conflict(crate::rest::subject(vm_kind, name), m),
         Refusal::BadRequest(m) => ApiError::BadRequest(m),
     })?;
@@ -134,8 +137,19 @@ pub enum Refusal {
     BadRequest(String),
 }
 
-/// Decide the change for `action` on `vm`, given the UID of its running VMI (pure).
-pub fn decide(vm: &VirtualMachine, vmi_uid: Option<&str>, action: VmAction) -> Result<VmChange, Refusal> {
+/// The VM's current VMI, as far as the actions care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vmi {
+    pub uid: String,
+    /// It has ended (Succeeded or Failed) but still exists.
+    pub finished: bool,
+}
+
+/// Decide the change for `action` on `vm`, given its current VMI (pure).
+pub fn decide(vm: &VirtualMachine, vmi: Option<&Vmi>, action: VmAction) -> Result<VmChange, Refusal> {
+    let running = vmi.filter(|v| !v.finished).map(|v| v.uid.as_str());
+    let finished = vmi.filter(|v| v.finished).map(|v| v.uid.as_str());
+    let vmi_uid = running;
     let legacy = vm.spec.running.is_some();
     let strategy = vm.run_strategy().unwrap_or(RunStrategy::Halted);
     let set = |s: RunStrategy| {
@@ -168,7 +182,11 @@ pub fn decide(vm: &VirtualMachine, vmi_uid: Option<&str>, action: VmAction) -> R
             if pending {
                 return Err(Refusal::Conflict("another start or stop request is still being carried out".into()));
             }
-            Ok(VmChange::StateChange(vec![start(paused)]))
+            // An ended VMI (the guest shut itself down) is replaced: stop it, then start anew.
+            match finished {
+                Some(uid) => Ok(VmChange::StateChange(vec![stop(uid), start(paused)])),
+                None => Ok(VmChange::StateChange(vec![start(paused)])),
+            }
         }
         (VmAction::Stop, RunStrategy::Halted) => Err(Refusal::Conflict("VM is not running".into())),
         (VmAction::Stop, RunStrategy::Always | RunStrategy::Once) => Ok(set(RunStrategy::Halted)),
@@ -177,7 +195,7 @@ pub fn decide(vm: &VirtualMachine, vmi_uid: Option<&str>, action: VmAction) -> R
             Some(uid) => Ok(VmChange::StateChange(vec![stop(uid)])),
         },
         (VmAction::Restart, RunStrategy::Halted) => Err(Refusal::Conflict("VM is not running".into())),
-        (VmAction::Restart, _) => match vmi_uid {
+        (VmAction::Restart, _) => match vmi_uid.or(finished) {
             None => Err(Refusal::Conflict("VM is not running".into())),
             Some(uid) => Ok(VmChange::StateChange(vec![stop(uid), start(false)])),
         },
@@ -199,32 +217,48 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "v"}, "spec": spec})).unwrap()
     }
 
+    fn running() -> Vmi {
+        Vmi { uid: "u".into(), finished: false }
+    }
+
+    #[test]
+    fn a_finished_vmi_is_replaced_on_start() {
+        let done = Vmi { uid: "old".into(), finished: true };
+        for s in ["Manual", "RerunOnFailure"] {
+            assert_eq!(
+                decide(&vm(Some(s), None), Some(&done), VmAction::Start { paused: false }),
+                Ok(VmChange::StateChange(vec![json!({"action": "Stop", "uid": "old"}), json!({"action": "Start"})]))
+            );
+            assert!(matches!(decide(&vm(Some(s), None), Some(&done), VmAction::Stop), Err(Refusal::Conflict(_))));
+        }
+    }
+
     #[test]
     fn virtctl_semantics() {
         use VmAction::*;
         let start = Start { paused: false };
         assert_eq!(decide(&vm(Some("Halted"), None), None, start), Ok(VmChange::Spec(json!({"runStrategy": "Always"}))));
-        assert_eq!(decide(&vm(Some("Always"), None), Some("u"), Stop), Ok(VmChange::Spec(json!({"runStrategy": "Halted"}))));
-        assert!(matches!(decide(&vm(Some("Always"), None), Some("u"), start), Err(Refusal::Conflict(_))));
+        assert_eq!(decide(&vm(Some("Always"), None), Some(&running()), Stop), Ok(VmChange::Spec(json!({"runStrategy": "Halted"}))));
+        assert!(matches!(decide(&vm(Some("Always"), None), Some(&running()), start), Err(Refusal::Conflict(_))));
         assert!(matches!(decide(&vm(Some("Halted"), None), None, Stop), Err(Refusal::Conflict(_))));
         assert!(matches!(decide(&vm(Some("Halted"), None), None, Restart), Err(Refusal::Conflict(_))));
         assert_eq!(
-            decide(&vm(Some("Always"), None), Some("u"), Restart),
+            decide(&vm(Some("Always"), None), Some(&running()), Restart),
             Ok(VmChange::StateChange(vec![json!({"action": "Stop", "uid": "u"}), json!({"action": "Start"})]))
         );
         for s in ["Manual", "RerunOnFailure"] {
             assert_eq!(decide(&vm(Some(s), None), None, start), Ok(VmChange::StateChange(vec![json!({"action": "Start"})])));
-            assert_eq!(decide(&vm(Some(s), None), Some("u"), Stop), Ok(VmChange::StateChange(vec![json!({"action": "Stop", "uid": "u"})])));
+            assert_eq!(decide(&vm(Some(s), None), Some(&running()), Stop), Ok(VmChange::StateChange(vec![json!({"action": "Stop", "uid": "u"})])));
             assert!(matches!(decide(&vm(Some(s), None), None, Stop), Err(Refusal::Conflict(_))));
         }
         assert!(matches!(decide(&vm(Some("Once"), None), None, start), Err(Refusal::BadRequest(_))));
-        assert_eq!(decide(&vm(Some("Once"), None), Some("u"), Stop), Ok(VmChange::Spec(json!({"runStrategy": "Halted"}))));
+        assert_eq!(decide(&vm(Some("Once"), None), Some(&running()), Stop), Ok(VmChange::Spec(json!({"runStrategy": "Halted"}))));
     }
 
     #[test]
     fn the_old_running_field_is_kept() {
         assert_eq!(decide(&vm(None, Some(false)), None, VmAction::Start { paused: false }), Ok(VmChange::Spec(json!({"running": true}))));
-        assert_eq!(decide(&vm(None, Some(true)), Some("u"), VmAction::Stop), Ok(VmChange::Spec(json!({"running": false}))));
+        assert_eq!(decide(&vm(None, Some(true)), Some(&running()), VmAction::Stop), Ok(VmChange::Spec(json!({"running": false}))));
     }
 
     #[test]
