@@ -4,6 +4,8 @@
 //!
 //! * [`api`]: the API server on both stores (creates/s, list latency, watch fan-out), next to raw
 //!   etcd and the `Store` trait called directly.
+//! * [`vms`]: real VMs through `ferrovirt up` (create to VMI Running, to first console byte, to a
+//!   booted guest), next to plain QEMU with the launcher's own arguments, and each process's RSS.
 
 pub mod api;
 pub mod load;
@@ -12,3 +14,4 @@ pub mod manifest;
 pub mod raw_etcd;
 pub mod report;
 pub mod stats;
+pub mod vms;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferrovirt_bench::api::{self, Params};
+use ferrovirt_bench::vms;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +21,32 @@ enum Command {
     /// API server on the embedded store and on etcd: creates/s, list latency, watch fan-out,
     /// next to raw etcd puts.
     Api(ApiArgs),
+    /// Real VMs through `ferrovirt up`: create -> VMI Running, -> first console byte, -> booted
+    /// guest (p50/p95/max), next to plain QEMU with the launcher's own arguments, and each
+    /// process's RSS.
+    Vms(VmsArgs),
+}
+
+#[derive(Args)]
+struct VmsArgs {
+    /// VMs to create.
+    #[arg(long, default_value_t = 5)]
+    count: usize,
+    /// Milliseconds from one VM's create to the next one's.
+    #[arg(long, default_value_t = 100)]
+    interval_ms: u64,
+    /// Guest memory (resources.requests.memory).
+    #[arg(long, default_value = "128Mi")]
+    memory: String,
+    /// resources.requests.cpu of each VM [default: none, the controller's default applies].
+    #[arg(long)]
+    cpu_request: Option<String>,
+    /// resources.limits.cpu of each VM [default: none, the controller's default applies].
+    #[arg(long)]
+    cpu_limit: Option<String>,
+    /// Seconds the VMs (and again the plain QEMUs) may take to show their cloud-init marker.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -82,6 +109,27 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Vms(args) => {
+            let params = vms::Params {
+                count: args.count,
+                interval: Duration::from_millis(args.interval_ms),
+                memory: args.memory,
+                cpu: vms::CpuResources {
+                    request: args.cpu_request,
+                    limit: args.cpu_limit,
+                },
+                timeout: Duration::from_secs(args.timeout_secs),
+            };
+            // On Ctrl-C the benchmark future is dropped: `ferrovirt up` gets SIGINT and leftovers
+            // are killed by PID, plain QEMUs are killed, the registry is killed, temp dirs go.
+            tokio::select! {
+                result = vms::run(&params) => result,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: stopping and cleaning up");
+                    Ok(())
+                }
+            }
+        }
         Command::Api(args) => {
             let params = args.params();
             // On Ctrl-C the benchmark future is dropped: etcd is killed and temp dirs are removed.
