@@ -129,7 +129,7 @@ fn vm_manifest(image: &str, marker: &str) -> VirtualMachine {
 
 /// The running VMI's uid and its pod folder on the node.
 async fn running_vmi(up: &Up, vmis: &Api<VirtualMachineInstance>, pods: &Api<Pod>, not_uid: Option<&str>) -> (String, PathBuf) {
-    eventually(180, "the VMI to be Running", up, || async {
+    eventually(300, "the VMI to be Running", up, || async {
         let vmi = vmis.get_opt("testvm").await.ok()??;
         let uid = vmi.metadata.uid.clone()?;
         if Some(uid.as_str()) == not_uid {
@@ -191,7 +191,7 @@ async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
 
     vms.create(&PostParams::default(), &vm_manifest(&registry.image("ferrovirt/guest:latest"), "cloud-init says")).await.unwrap();
     let (uid1, dir1) = running_vmi(&up, &vmis, &pods, None).await;
-    console_shows(&up, &dir1, "cloud-init says 42", 180).await;
+    console_shows(&up, &dir1, "cloud-init says 42", 300).await;
     let vmi = vmis.get("testvm").await.unwrap();
     let conds = vmi.status.unwrap().conditions.unwrap_or_default();
     assert!(conds.iter().any(|c| c.type_ == "SoftwareEmulation" || c.type_ == "Ready"), "{conds:?}");
@@ -211,12 +211,12 @@ async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
     // start: a new VMI boots to the console again.
     put(&client, "start").await;
     let (uid2, dir2) = running_vmi(&up, &vmis, &pods, Some(&uid1)).await;
-    console_shows(&up, &dir2, "cloud-init says 42", 180).await;
+    console_shows(&up, &dir2, "cloud-init says 42", 300).await;
 
     // restart: another VMI replaces it.
     put(&client, "restart").await;
     let (_uid3, dir3) = running_vmi(&up, &vmis, &pods, Some(&uid2)).await;
-    console_shows(&up, &dir3, "ferrovirt-guest: booted", 180).await;
+    console_shows(&up, &dir3, "ferrovirt-guest: booted", 300).await;
 
     // delete: VMI, Pod, QEMU, cgroup and node-local files are gone.
     let qemu3 = qemu_pid(&dir3);
