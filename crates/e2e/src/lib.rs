@@ -94,14 +94,14 @@ fn build_ferrovirt() -> anyhow::Result<PathBuf> {
         );
         return Ok(bin);
     }
-    let exe = std::env::current_exe().context("cannot find the running test binary")?;
-    let deps = exe.parent().context("test binary has no parent folder")?;
-    ensure!(
-        deps.file_name() == Some(OsStr::new("deps")),
-        "test binary {} is not in <target>/<profile>/deps; set FERROVIRT_BIN to the ferrovirt binary",
-        exe.display()
-    );
-    let profile_dir = deps.parent().context("deps folder has no parent")?;
+    // Test binaries live in <target>/<profile>/deps, other binaries (the benchmark) in <target>/<profile>.
+    let exe = std::env::current_exe().context("cannot find the running binary")?;
+    let folder = exe.parent().context("the running binary has no parent folder")?;
+    let profile_dir = if folder.file_name() == Some(OsStr::new("deps")) {
+        folder.parent().context("deps folder has no parent")?
+    } else {
+        folder
+    };
     let target_dir = profile_dir
         .parent()
         .context("profile folder has no parent")?;

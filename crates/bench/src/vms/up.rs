@@ -7,7 +7,6 @@
 //! folder (`launcher.pid`, `state.json`'s `qemuPid`) is killed by PID, after checking that its
 //! `/proc/<pid>/cmdline` names that folder.
 
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,85 +54,10 @@ pub fn guest_disk() -> anyhow::Result<PathBuf> {
     Ok(disk)
 }
 
-/// Environment variables cargo sets for the package it runs; passed on to a nested `cargo build`
-/// they would make build scripts rerun.
-fn is_package_env(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_",
-        "CARGO_BIN_",
-        "CARGO_CFG_",
-    ];
-    const NAMES: &[&str] = &[
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_TARGET_TMPDIR",
-        "CARGO_RUSTC_CURRENT_DIR",
-        "OUT_DIR",
-    ];
-    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
-}
-
 /// The `ferrovirt` binary: `$FERROVIRT_BIN`, or built with `cargo build -p ferrovirt` in the
 /// profile and target folder this benchmark runs from (`--release` under `cargo run --release`).
 pub fn ferrovirt_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("FERROVIRT_BIN") {
-        let bin = PathBuf::from(bin);
-        ensure!(
-            bin.is_file(),
-            "FERROVIRT_BIN={} is not a file",
-            bin.display()
-        );
-        return Ok(bin);
-    }
-    let exe = std::env::current_exe().context("cannot find the running benchmark binary")?;
-    let profile_dir = exe.parent().context("the benchmark binary has no folder")?;
-    let target_dir = profile_dir
-        .parent()
-        .context("the profile folder has no parent")?;
-    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
-        Some("debug") => "dev",
-        Some(p) => p,
-        None => bail!(
-            "cannot tell the cargo profile from {}",
-            profile_dir.display()
-        ),
-    };
-    eprintln!("building ferrovirt: cargo build --profile {profile} -p ferrovirt --bin ferrovirt");
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(is_package_env) {
-            cmd.env_remove(&name);
-        }
-    }
-    let status = cmd
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "ferrovirt",
-            "--bin",
-            "ferrovirt",
-            "--profile",
-            profile,
-        ])
-        .arg("--manifest-path")
-        .arg(repo_root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .status()
-        .context("cannot run cargo")?;
-    ensure!(
-        status.success(),
-        "cargo build -p ferrovirt failed ({status})"
-    );
-    let bin = profile_dir.join("ferrovirt");
-    ensure!(
-        bin.is_file(),
-        "{} is missing after the build",
-        bin.display()
-    );
-    Ok(bin)
+    ferrovirt_e2e::ferrovirt_binary()
 }
 
 /// What stopping `ferrovirt up` took.
