@@ -51,10 +51,15 @@ pub fn api_groups() -> Value {
 
 /// The resource list of `subresources.kubevirt.io/v1` (the VM actions served today).
 pub fn kubevirt_subresource_list() -> Value {
-    let resources: Vec<Value> = ["start", "stop", "restart"]
+    let vm = ["start", "stop", "restart"].iter().map(|a| {
+        json!({ "name": format!("virtualmachines/{a}"), "singularName": "", "namespaced": true, "kind": "VirtualMachine", "verbs": ["update"] })
+    });
+    let vmi = [("pause", "update"), ("unpause", "update"), ("softreboot", "update"), ("console", "get"), ("vnc", "get"), ("guestosinfo", "get")]
         .iter()
-        .map(|a| json!({ "name": format!("virtualmachines/{a}"), "singularName": "", "namespaced": true, "kind": "VirtualMachine", "verbs": ["update"] }))
-        .collect();
+        .map(|(a, verb)| {
+            json!({ "name": format!("virtualmachineinstances/{a}"), "singularName": "", "namespaced": true, "kind": "VirtualMachineInstance", "verbs": [verb] })
+        });
+    let resources: Vec<Value> = vm.chain(vmi).collect();
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "subresources.kubevirt.io/v1", "resources": resources })
 }
 

@@ -4,13 +4,16 @@
 //! * [`kinds`]: what is served; [`request`]: paths and query options; [`rest`]: the generic object
 //!   operations; [`watch`]: watch streams; [`table`]: server-side printing; [`discovery`]: discovery
 //!   and OpenAPI; [`admission`]: defaulting and validation per kind; [`gc`]: garbage collection and
-//!   namespaces; [`pki`]: CA, token and kubeconfig; [`server`]: HTTP, TLS and start-up.
+//!   namespaces; [`pki`]: CA, token and kubeconfig; [`server`]: HTTP, TLS and start-up;
+//!   [`vm_actions`], [`vmi_actions`]: KubeVirt's subresources, the latter through [`node_proxy`] to the
+//!   node agent that runs the VMI.
 
 pub mod admission;
 pub mod discovery;
 pub mod error;
 pub mod gc;
 pub mod kinds;
+pub mod node_proxy;
 pub mod object;
 pub mod pki;
 pub mod request;
@@ -19,6 +22,7 @@ pub mod scale;
 pub mod server;
 pub mod table;
 pub mod vm_actions;
+pub mod vmi_actions;
 pub mod watch;
 
 pub use server::{start, Config, Running};

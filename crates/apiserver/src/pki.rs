@@ -121,6 +121,22 @@ impl Bootstrap {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// A client certificate for `common_name`, signed by the CA (how the API server proves itself to
+    /// node endpoints).
+    pub fn client_cert(&self, common_name: &str) -> Result<(String, String), PkiError> {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
+        let issuer = Issuer::new(ca_params()?, ca_key);
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// A kubeconfig that kubectl, fvctl and kube-rs read as they are.
     pub fn kubeconfig(&self, server: &str) -> String {
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_cert_pem.as_bytes());

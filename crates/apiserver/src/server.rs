@@ -63,12 +63,14 @@ pub struct Server {
     pub objects: Objects,
     token: String,
     address: String,
+    /// How VMI subresources reach node agents (none: they answer 503).
+    nodes: Option<Arc<crate::node_proxy::NodeDialer>>,
 }
 
 impl Server {
     /// The request handler's state: objects on a store, the admin token, the advertised address.
     pub fn new(objects: Objects, token: impl Into<String>, address: impl Into<String>) -> Self {
-        Server { objects, token: token.into(), address: address.into() }
+        Server { objects, token: token.into(), address: address.into(), nodes: None }
     }
 }
 
@@ -140,7 +142,12 @@ pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::
 
     let objects = Objects::new(store.clone());
     crate::gc::ensure_default_namespaces(&objects).await?;
-    let server = Arc::new(Server { objects: objects.clone(), token: bootstrap.admin_token.clone(), address: format!("{host}:{}", addr.port()) });
+    let server = Arc::new(Server {
+        objects: objects.clone(),
+        token: bootstrap.admin_token.clone(),
+        address: format!("{host}:{}", addr.port()),
+        nodes: Some(Arc::new(crate::node_proxy::NodeDialer::new(&bootstrap)?)),
+    });
     let (shutdown, rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(serve(listener, tls, server, rx.clone())));
@@ -179,7 +186,7 @@ async fn serve(listener: TcpListener, tls: tokio_rustls::TlsAcceptor, server: Ar
                 async move { Ok::<_, std::convert::Infallible>(handle(server, req.map(Body::new)).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -308,7 +315,7 @@ async fn route(server: &Arc<Server>, req: Request<Body>) -> ApiResult<Response> 
     }
 }
 
-/// `subresources.kubevirt.io/v1`: discovery and the VM actions.
+/// `subresources.kubevirt.io/v1`: discovery, the VM actions and the VMI actions.
 async fn kubevirt_subresource(server: &Arc<Server>, rest: &str, req: Request<Body>) -> ApiResult<Response> {
     let segs: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
@@ -322,6 +329,9 @@ async fn kubevirt_subresource(server: &Arc<Server>, rest: &str, req: Request<Bod
             let opts = if body.is_empty() { json!({}) } else { object::decode_body(content_type.as_deref(), &body)? };
             crate::vm_actions::handle(&server.objects, ns, name, action, &opts).await?;
             Ok((StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
+        ["namespaces", ns, "virtualmachineinstances", name, action] => {
+            crate::vmi_actions::handle(&server.objects, server.nodes.as_ref(), ns, name, action, req).await
         }
         _ => Err(ApiError::NoRoute),
     }

@@ -6,6 +6,7 @@
 //! * [`Kubectl`]: a kubectl binary pointed at a kubeconfig, run as a user types it;
 //!   [`BackgroundKubectl`] for the long-running ones (`kubectl get -w`).
 //! * [`kubectl_1_20`], [`kubectl_on_path`]: the kubectl binaries the scenarios run with.
+//! * [`up::UpProcess`]: `ferrovirt up` with one node; [`up::ByteStream`]: the console and VNC websockets.
 //!
 //! An API server process goes through these states; dropping the handle kills it (SIGKILL by PID)
 //! and reaps it, whatever state it is in:
@@ -48,6 +49,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
+
+pub mod up;
 
 /// How long an API server may take from spawn to its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -44,6 +44,10 @@ struct NodeOptions {
     /// QEMU binary.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
+    /// Port of the endpoint the API server reaches for pause, console and VNC (0: a free port;
+    /// the Node publishes it).
+    #[arg(long, default_value_t = 0)]
+    endpoint_port: u16,
 }
 
 #[derive(Parser)]
@@ -89,9 +93,17 @@ fn default_data_dir() -> PathBuf {
         .join("ferrovirt")
 }
 
-fn node_config(name: String, client: kube::Client, data_dir: PathBuf, address: String, o: NodeOptions) -> anyhow::Result<ferrovirt_node::NodeConfig> {
+fn node_config(name: String, kube: kube::Config, data_dir: PathBuf, address: String, o: NodeOptions) -> anyhow::Result<ferrovirt_node::NodeConfig> {
     let launcher = ferrovirt_node::launch::LauncherCommand::current_exe()?;
+    let ip: std::net::IpAddr =
+        address.parse().map_err(|_| anyhow::anyhow!("--address {address:?} is not an IP address the node endpoint can listen on"))?;
+    // Callers of the endpoint must show a client certificate from the cluster's CA, the one the
+    // kubeconfig trusts.
+    let client_ca = kube.root_cert.clone().unwrap_or_default();
+    anyhow::ensure!(!client_ca.is_empty(), "the kubeconfig names no certificate authority; the node endpoint needs the cluster's CA");
+    let client = kube::Client::try_from(kube)?;
     let mut c = ferrovirt_node::NodeConfig::new(name, client, data_dir, launcher);
+    c.endpoint = Some(ferrovirt_node::endpoint::EndpointSettings { listen: SocketAddr::new(ip, o.endpoint_port), client_ca });
     c.address = address;
     c.qemu_binary = o.qemu;
     c.insecure_registries = o.insecure_registries;
@@ -150,10 +162,13 @@ struct ClientArgs {
 
 /// A kube-rs client from a kubeconfig file.
 pub async fn client_from(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    Ok(kube::Client::try_from(kube_config(kubeconfig).await?)?)
+}
+
+pub async fn kube_config(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| anyhow::anyhow!("cannot read kubeconfig {}: {e}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
 }
 
 #[derive(Parser)]
@@ -233,9 +248,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Node(a) => {
-            let client = client_from(&a.kubeconfig).await?;
+            let kube = kube_config(&a.kubeconfig).await?;
             let data_dir = a.data_dir.clone();
-            let config = node_config(a.name, client, a.data_dir, a.address, a.node)?;
+            let config = node_config(a.name, kube, a.data_dir, a.address, a.node)?;
             tokio::select! {
                 r = ferrovirt_node::run(config) => r,
                 _ = tokio::signal::ctrl_c() => {
@@ -254,7 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = client_from(&running.kubeconfig).await?;
             let name = a.node_name.unwrap_or_else(host_name);
             let node_dir = data_dir.join("nodes").join(&name);
-            let node = node_config(name.clone(), client.clone(), node_dir.clone(), "127.0.0.1".into(), a.node)?;
+            let node = node_config(name.clone(), kube_config(&running.kubeconfig).await?, node_dir.clone(), "127.0.0.1".into(), a.node)?;
             let mut tasks = tokio::task::JoinSet::new();
             tasks.spawn(ferrovirt_controller::run(client.clone(), Default::default()));
             tasks.spawn(ferrovirt_scheduler::run(client.clone(), Default::default()));

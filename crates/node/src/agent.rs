@@ -37,6 +37,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::decide::{decide, is_launcher_pod, LauncherProcess, LocalState, NodeAction, CREATED_BY_LABEL, DOMAIN_ANNOTATION};
+use crate::endpoint::{Endpoint, EndpointSettings, Published};
 use crate::host::HostInfo;
 use crate::launch::{launch_spec, referenced_secrets, secret_values, spawn_detached, LaunchSettings, LauncherCommand, SpawnError};
 use crate::local::{self, RemoveError};
@@ -75,6 +76,9 @@ pub struct NodeConfig {
     pub poll_interval: Duration,
     /// Pod folders handled at once.
     pub workers: usize,
+    /// The endpoint the API server reaches for pause, console, ... (none: those subresources
+    /// answer that the node cannot be reached).
+    pub endpoint: Option<EndpointSettings>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -107,6 +111,7 @@ impl NodeConfig {
             kvm: None,
             poll_interval: Duration::from_millis(300),
             workers: 4,
+            endpoint: None,
         }
     }
 
@@ -171,7 +176,15 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
     };
     info!(node = %config.name, kvm = accel.kvm, reason = %accel.reason, "acceleration");
-    register_until_done(&config, &accel).await?;
+    let endpoint = match &config.endpoint {
+        Some(settings) => Some(
+            Endpoint::bind(settings, config.pods_dir(), std::slice::from_ref(&config.address))
+                .await
+                .context("cannot start the node endpoint")?,
+        ),
+        None => None,
+    };
+    register_until_done(&config, &accel, endpoint.as_ref().map(|e| &e.published)).await?;
 
     let (store, writer) = reflector::store::<Pod>();
     let agent = Arc::new(Agent {
@@ -200,6 +213,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             "lease"
         }
     });
+    if let Some(endpoint) = endpoint {
+        tasks.spawn(endpoint.serve());
+    }
     tasks.spawn(watch_pods(agent.clone(), queue.clone(), writer));
     tasks.spawn(sweep(agent.clone(), queue.clone()));
     for _ in 0..agent.config.workers.max(1) {
@@ -219,11 +235,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-async fn register_until_done(config: &NodeConfig, accel: &Accel) -> anyhow::Result<()> {
+async fn register_until_done(config: &NodeConfig, accel: &Accel, endpoint: Option<&Published>) -> anyhow::Result<()> {
     let host = HostInfo::read();
     let mut attempt = 0;
     loop {
-        match register::register(&config.client, &config.name, &host, accel, &config.address).await {
+        match register::register(&config.client, &config.name, &host, accel, &config.address, endpoint).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 30 => {
                 warn!(node = %config.name, error = %e, "registering the node failed; retrying");

@@ -6,10 +6,12 @@
 //! - [`status`]: the Pod and VMI status the launcher's state stands for (pure).
 //! - [`launch`]: `spec.json` and the detached launcher process; [`local`]: a pod folder and the
 //!   processes of it.
+//! - [`endpoint`]: what the API server asks of a running VM (pause, console, ...).
 //! - [`agent`]: the loop that watches, decides and executes ([`run`]).
 
 pub mod agent;
 pub mod decide;
+pub mod endpoint;
 pub mod host;
 pub mod launch;
 pub mod local;

@@ -17,6 +17,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
+use crate::endpoint::{Published, FINGERPRINT_ANNOTATION};
 use crate::host::HostInfo;
 
 /// How long a Lease is valid without renewal.
@@ -40,12 +41,18 @@ pub fn agent_version() -> String {
 }
 
 /// The Node object this agent registers (pure).
-pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, address: &str, now: &str) -> Value {
+pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, address: &str, endpoint: Option<&Published>, now: &str) -> Value {
     let mut capacity = json!(host.capacity());
     let mut allocatable = json!(host.allocatable());
     if accel.kvm {
         capacity["devices.kubevirt.io/kvm"] = json!("1k");
         allocatable["devices.kubevirt.io/kvm"] = json!("1k");
+    }
+    let mut annotations = json!({ "ferrovirt.io/accel-probe": accel.reason });
+    let mut daemon_endpoints = json!({});
+    if let Some(e) = endpoint {
+        annotations[FINGERPRINT_ANNOTATION] = json!(e.fingerprint);
+        daemon_endpoints = json!({ "kubeletEndpoint": { "Port": e.port } });
     }
     json!({
         "apiVersion": "v1",
@@ -59,13 +66,14 @@ pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, address: &str, no
                 "kubevirt.io/schedulable": "true",
                 "ferrovirt.io/accel": if accel.kvm { "kvm" } else { "tcg" },
             },
-            "annotations": { "ferrovirt.io/accel-probe": accel.reason },
+            "annotations": annotations,
         },
         "spec": {},
         "status": {
             "capacity": capacity,
             "allocatable": allocatable,
             "conditions": [ready_condition(now)],
+            "daemonEndpoints": daemon_endpoints,
             "addresses": [
                 { "type": "InternalIP", "address": address },
                 { "type": "Hostname", "address": host.hostname },
@@ -97,16 +105,23 @@ fn now() -> String {
 }
 
 /// Create the Node, or bring an existing one up to date (labels merge; spec such as a cordon stays).
-pub async fn register(client: &Client, name: &str, host: &HostInfo, accel: &Accel, address: &str) -> anyhow::Result<()> {
+pub async fn register(
+    client: &Client,
+    name: &str,
+    host: &HostInfo,
+    accel: &Accel,
+    address: &str,
+    endpoint: Option<&Published>,
+) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let desired = node_object(name, host, accel, address, &now());
+    let desired = node_object(name, host, accel, address, endpoint, &now());
     match nodes.get_opt(name).await? {
         None => {
             let node: Node = serde_json::from_value(desired)?;
             match nodes.create(&PostParams::default(), &node).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    Box::pin(register(client, name, host, accel, address)).await?;
+                    Box::pin(register(client, name, host, accel, address, endpoint)).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -187,10 +202,10 @@ mod tests {
     #[test]
     fn node_says_what_acceleration_it_has() {
         let host = HostInfo { memory_bytes: 8 << 30, cpus: 2, kernel_version: "6.1".into(), os_image: "Debian".into(), hostname: "h".into() };
-        let tcg = node_object("n1", &host, &Accel { kvm: false, reason: "probe timed out".into() }, "127.0.0.1", "2026-01-01T00:00:00Z");
+        let tcg = node_object("n1", &host, &Accel { kvm: false, reason: "probe timed out".into() }, "127.0.0.1", None, "2026-01-01T00:00:00Z");
         assert_eq!(tcg["metadata"]["labels"]["ferrovirt.io/accel"], "tcg");
         assert!(tcg["status"]["capacity"].get("devices.kubevirt.io/kvm").is_none());
-        let kvm = node_object("n1", &host, &Accel { kvm: true, reason: "ok".into() }, "127.0.0.1", "2026-01-01T00:00:00Z");
+        let kvm = node_object("n1", &host, &Accel { kvm: true, reason: "ok".into() }, "127.0.0.1", None, "2026-01-01T00:00:00Z");
         assert_eq!(kvm["status"]["allocatable"]["devices.kubevirt.io/kvm"], "1k");
         let node: Node = serde_json::from_value(kvm).expect("a valid Node");
         assert_eq!(node.status.unwrap().node_info.unwrap().kubelet_version, agent_version());

@@ -57,6 +57,9 @@ pub const MAX_ID_LEN: usize = 63;
 /// Ports of the AHCI controller (SATA disks per VM).
 pub const AHCI_PORTS: usize = 6;
 
+/// TCG's translated-code buffer in MiB (the controller's memory overhead counts the same 64 MiB).
+pub const TCG_TB_SIZE_MIB: u64 = 64;
+
 /// Everything QEMU needs to run one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuConfig {
@@ -694,7 +697,15 @@ fn machine_and_cpu(b: &mut Builder<'_>) -> Result<(), ArgvError> {
             .kv("pflash1", "fv-efi-vars");
     }
     b.opt("-machine", machine.finish());
-    b.opt("-accel", cfg.accel.as_str());
+    b.opt(
+        "-accel",
+        match cfg.accel {
+            Accel::Kvm => "kvm".to_string(),
+            // QEMU reserves 1 GiB for TCG's translated code by default and fills it as the guest
+            // runs new code (a reboot nearly doubles it): bounded, so the VM fits its cgroup.
+            Accel::Tcg => format!("tcg,tb-size={TCG_TB_SIZE_MIB}"),
+        },
+    );
     b.opt(
         "-cpu",
         match cfg.accel {

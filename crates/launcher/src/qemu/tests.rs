@@ -116,7 +116,7 @@ fn minimal_vm_is_headless_with_qmp_and_serial() {
             "-machine",
             "q35,acpi=on,usb=off,dump-guest-core=off",
             "-accel",
-            "tcg",
+            "tcg,tb-size=64",
             "-cpu",
             "max",
             "-smp",
