@@ -8,6 +8,7 @@
 //! - [`status`]: Kubernetes `Status` objects (422 `Invalid` with causes) for refused requests.
 //! - [`quantity`]: exact parsing of Kubernetes quantities (`"256Mi"`, `"500m"`).
 //! - [`selector`]: label selector matching.
+//! - [`wellknown`]: annotations ferrovirt's components agree on.
 //!
 //! ferrovirt reports the per-VM memory overhead it computes in
 //! `VirtualMachineInstance.status.memory.memoryOverhead` ([`kubevirt::MemoryStatus`]).
@@ -19,6 +20,7 @@ pub mod kubevirt;
 pub mod quantity;
 pub mod selector;
 pub mod status;
+pub mod wellknown;
 
 /// The k8s-openapi crate these types are built on, for callers that need the same version.
 pub use k8s_openapi;

@@ -20,10 +20,7 @@ use tokio::net::TcpStream;
 use crate::error::{ApiError, ApiResult};
 use crate::pki::{Bootstrap, PkiError};
 
-/// Node annotation with the hex SHA-256 of the endpoint's certificate.
-pub const FINGERPRINT_ANNOTATION: &str = "ferrovirt.io/endpoint-sha256";
-/// `Upgrade` protocol of a raw byte stream.
-pub const STREAM_PROTOCOL: &str = "ferrovirt-stream";
+pub use ferrovirt_api::wellknown::{ENDPOINT_FINGERPRINT_ANNOTATION as FINGERPRINT_ANNOTATION, ENDPOINT_STREAM_PROTOCOL as STREAM_PROTOCOL};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -18,6 +18,8 @@
 pub mod conditions;
 pub mod event;
 pub mod launcher_pod;
+pub mod leader;
+pub mod node_lifecycle;
 pub mod overhead;
 pub mod patch;
 pub mod queue;

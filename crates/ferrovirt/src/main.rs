@@ -19,10 +19,11 @@ enum Command {
     Apiserver(ApiserverArgs),
     /// Run one VM from a launcher Pod's folder (started by the node agent).
     Launcher(LauncherArgs),
-    /// Run the controllers: VirtualMachine -> VirtualMachineInstance -> launcher Pod.
-    Controller(ClientArgs),
+    /// Run the controllers: VirtualMachine -> VirtualMachineInstance -> launcher Pod, and node
+    /// lifecycle (NotReady nodes, their VMIs failed once the node has fenced them).
+    Controller(ControllerArgs),
     /// Bind launcher Pods to Nodes.
-    Scheduler(ClientArgs),
+    Scheduler(SchedulerArgs),
     /// Run a node: register it, run one launcher per VM placed on it.
     Node(NodeArgs),
     /// Everything on this machine in one command: API server (embedded store), controller,
@@ -48,6 +49,10 @@ struct NodeOptions {
     /// the Node publishes it).
     #[arg(long, default_value_t = 0)]
     endpoint_port: u16,
+    /// Kill every guest of this node when its Lease could not be renewed for this long, so that a
+    /// node cut off from the control plane never runs a VM restarted elsewhere (0: never).
+    #[arg(long, default_value_t = 40)]
+    fence_after_seconds: u64,
 }
 
 #[derive(Parser)]
@@ -104,6 +109,7 @@ fn node_config(name: String, kube: kube::Config, data_dir: PathBuf, address: Str
     let client = kube::Client::try_from(kube)?;
     let mut c = ferrovirt_node::NodeConfig::new(name, client, data_dir, launcher);
     c.endpoint = Some(ferrovirt_node::endpoint::EndpointSettings { listen: SocketAddr::new(ip, o.endpoint_port), client_ca });
+    c.fence_after = (o.fence_after_seconds > 0).then(|| Duration::from_secs(o.fence_after_seconds));
     c.address = address;
     c.qemu_binary = o.qemu;
     c.insecure_registries = o.insecure_registries;
@@ -154,10 +160,72 @@ fn host_name() -> String {
 }
 
 #[derive(Parser)]
-struct ClientArgs {
+struct ElectionArgs {
+    /// Elect one active replica through a Lease in kube-system (several may run; one works).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a leader's Lease lasts without renewal before a standby takes over.
+    #[arg(long, default_value_t = 15)]
+    leader_elect_lease_duration_seconds: u64,
+    /// How long the leader keeps working without renewing.
+    #[arg(long, default_value_t = 10)]
+    leader_elect_renew_deadline_seconds: u64,
+    /// Pause between election attempts.
+    #[arg(long, default_value_t = 2)]
+    leader_elect_retry_period_seconds: u64,
+}
+
+#[derive(Parser)]
+struct ControllerArgs {
     /// Kubeconfig of the API server to work against.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: PathBuf,
+    #[command(flatten)]
+    election: ElectionArgs,
+    /// A node whose Lease is not renewed for this long goes NotReady.
+    #[arg(long, default_value_t = 40)]
+    node_grace_seconds: u64,
+    /// After NotReady, how much longer before the node's VMIs fail (and run elsewhere).
+    #[arg(long, default_value_t = 20)]
+    vmi_failure_grace_seconds: u64,
+}
+
+#[derive(Parser)]
+struct SchedulerArgs {
+    /// Kubeconfig of the API server to work against.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    #[command(flatten)]
+    election: ElectionArgs,
+}
+
+type Lost = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Run `work` while holding the Lease `name` (or right away without election), until Ctrl-C;
+/// give the Lease up on the way out.
+async fn elected<F, Fut>(client: kube::Client, name: &str, args: &ElectionArgs, work: F) -> anyhow::Result<()>
+where
+    F: FnMut(Lost) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use ferrovirt_controller::leader;
+    let mut work = work;
+    if !args.leader_elect {
+        return tokio::select! {
+            r = work(Box::pin(std::future::pending())) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    }
+    let mut e = leader::Election::new(name, leader::Election::default_identity());
+    e.lease_duration = Duration::from_secs(args.leader_elect_lease_duration_seconds.max(1));
+    e.renew_deadline = Duration::from_secs(args.leader_elect_renew_deadline_seconds.max(1)).min(e.lease_duration);
+    e.retry_period = Duration::from_secs(args.leader_elect_retry_period_seconds.max(1));
+    let r = tokio::select! {
+        r = leader::run(client.clone(), e.clone(), work) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    leader::release(client, &e).await;
+    r
 }
 
 /// A kube-rs client from a kubeconfig file.
@@ -241,11 +309,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Launcher(a) => ferrovirt_launcher::process::run(&a.dir).await,
         Command::Controller(a) => {
+            use futures::FutureExt;
             let client = client_from(&a.kubeconfig).await?;
-            tokio::select! {
-                r = ferrovirt_controller::run(client, Default::default()) => r,
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
+            let thresholds = ferrovirt_controller::node_lifecycle::Thresholds {
+                grace: Duration::from_secs(a.node_grace_seconds.max(1)),
+                failure_grace: Duration::from_secs(a.vmi_failure_grace_seconds),
+                ..Default::default()
+            };
+            elected(client.clone(), "ferrovirt-controller", &a.election, |lost| {
+                let lost = lost.shared();
+                let client = client.clone();
+                async move {
+                    tokio::try_join!(
+                        ferrovirt_controller::run_until(client.clone(), Default::default(), lost.clone()),
+                        ferrovirt_controller::node_lifecycle::run_until(client, thresholds, lost),
+                    )
+                    .map(drop)
+                }
+            })
+            .await
         }
         Command::Node(a) => {
             let kube = kube_config(&a.kubeconfig).await?;
@@ -272,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let node = node_config(name.clone(), kube_config(&running.kubeconfig).await?, node_dir.clone(), "127.0.0.1".into(), a.node)?;
             let mut tasks = tokio::task::JoinSet::new();
             tasks.spawn(ferrovirt_controller::run(client.clone(), Default::default()));
+            tasks.spawn(ferrovirt_controller::node_lifecycle::run_until(client.clone(), Default::default(), std::future::pending()));
             tasks.spawn(ferrovirt_scheduler::run(client.clone(), Default::default()));
             tasks.spawn(ferrovirt_node::run(node));
             println!(
@@ -297,10 +380,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scheduler(a) => {
             let client = client_from(&a.kubeconfig).await?;
-            tokio::select! {
-                r = ferrovirt_scheduler::run(client, Default::default()) => r,
-                _ = tokio::signal::ctrl_c() => Ok(()),
-            }
+            elected(client.clone(), "ferrovirt-scheduler", &a.election, |lost| {
+                ferrovirt_scheduler::run_until(client.clone(), Default::default(), lost)
+            })
+            .await
         }
     }
 }

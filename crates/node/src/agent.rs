@@ -37,18 +37,20 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::decide::{decide, is_launcher_pod, LauncherProcess, LocalState, NodeAction, CREATED_BY_LABEL, DOMAIN_ANNOTATION};
-use crate::endpoint::{Endpoint, EndpointSettings, Published};
+use crate::endpoint::{Endpoint, EndpointSettings};
 use crate::host::HostInfo;
 use crate::launch::{launch_spec, referenced_secrets, secret_values, spawn_detached, LaunchSettings, LauncherCommand, SpawnError};
 use crate::local::{self, RemoveError};
 use crate::queue::WorkQueue;
-use crate::register::{self, Accel};
+use crate::register::{self, Accel, Advertised};
 use crate::status::{self, COMPUTE_CONTAINER};
 
 /// How long the KVM probe may take to boot its guest.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A status already written is checked against the API server again after this long.
 pub const REPORT_REFRESH: Duration = Duration::from_secs(10);
+/// Fencing time by default: the node lifecycle controller's 40 s NotReady grace.
+pub const DEFAULT_FENCE_AFTER: Duration = Duration::from_secs(40);
 /// Longest pause before a pod folder whose actions failed is looked at again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -79,6 +81,10 @@ pub struct NodeConfig {
     /// The endpoint the API server reaches for pause, console, ... (none: those subresources
     /// answer that the node cannot be reached).
     pub endpoint: Option<EndpointSettings>,
+    /// Kill every guest when the Lease could not be renewed for this long (fencing), so that a
+    /// node cut off from the control plane never runs a VM that is restarted elsewhere. `None`
+    /// turns fencing off (a single machine, where nothing restarts VMs elsewhere).
+    pub fence_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -112,6 +118,7 @@ impl NodeConfig {
             poll_interval: Duration::from_millis(300),
             workers: 4,
             endpoint: None,
+            fence_after: Some(DEFAULT_FENCE_AFTER),
         }
     }
 
@@ -184,7 +191,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    register_until_done(&config, &accel, endpoint.as_ref().map(|e| &e.published)).await?;
+    let advertised = Advertised {
+        address: config.address.clone(),
+        endpoint: endpoint.as_ref().map(|e| e.published.clone()),
+        fence_after: config.fence_after,
+    };
+    register_until_done(&config, &accel, &advertised).await?;
 
     let (store, writer) = reflector::store::<Pod>();
     let agent = Arc::new(Agent {
@@ -199,6 +211,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         config,
         store,
         synced: AtomicBool::new(false),
+        fenced: AtomicBool::new(false),
         reported: Mutex::new(HashMap::new()),
         backoff: Mutex::new(HashMap::new()),
     });
@@ -206,13 +219,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
     // Dropping the set (the run future ends or is dropped) stops every task.
     let mut tasks: JoinSet<&'static str> = JoinSet::new();
+    let renewed = Arc::new(Mutex::new(Instant::now()));
+    let renew_every = agent.config.fence_after.map_or(register::RENEW, |f| register::RENEW.min(f / 4));
     tasks.spawn({
-        let (client, name) = (agent.config.client.clone(), agent.config.name.clone());
+        let (client, name, renewed) = (agent.config.client.clone(), agent.config.name.clone(), renewed.clone());
         async move {
-            register::keep_alive(client, name).await;
+            register::keep_alive(client, name, renew_every, renewed).await;
             "lease"
         }
     });
+    if let Some(after) = agent.config.fence_after {
+        tasks.spawn(fence(agent.clone(), renewed, after));
+    }
     if let Some(endpoint) = endpoint {
         tasks.spawn(endpoint.serve());
     }
@@ -235,11 +253,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-async fn register_until_done(config: &NodeConfig, accel: &Accel, endpoint: Option<&Published>) -> anyhow::Result<()> {
+async fn register_until_done(config: &NodeConfig, accel: &Accel, adv: &Advertised) -> anyhow::Result<()> {
     let host = HostInfo::read();
     let mut attempt = 0;
     loop {
-        match register::register(&config.client, &config.name, &host, accel, &config.address, endpoint).await {
+        match register::register(&config.client, &config.name, &host, accel, adv).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt < 30 => {
                 warn!(node = %config.name, error = %e, "registering the node failed; retrying");
@@ -276,6 +294,40 @@ async fn watch_pods(agent: Arc<Agent>, queue: Arc<WorkQueue>, writer: Writer<Pod
     "pod watch"
 }
 
+/// Fencing: when the Lease has not been renewed for `after`, kill every launcher and QEMU of this
+/// node (by PID, checked against the folder) and start nothing until a renewal succeeds. The node
+/// lifecycle controller fails this node's VMIs only later (see `ferrovirt_controller::node_lifecycle`),
+/// so a VM restarted elsewhere never runs beside its old self.
+async fn fence(agent: Arc<Agent>, renewed: Arc<Mutex<Instant>>, after: Duration) -> &'static str {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let since = lock(&renewed).elapsed();
+        if since < after {
+            if agent.fenced.swap(false, Ordering::SeqCst) {
+                info!(node = %agent.config.name, "the Lease is renewed again: fencing lifted");
+            }
+            continue;
+        }
+        if !agent.fenced.swap(true, Ordering::SeqCst) {
+            warn!(node = %agent.config.name, since = ?since, "the Lease could not be renewed: fencing, killing every guest of this node");
+        }
+        for entry in std::fs::read_dir(agent.config.pods_dir()).into_iter().flatten().flatten() {
+            let dir = entry.path();
+            if !entry.file_name().to_str().is_some_and(local::is_uid) {
+                continue;
+            }
+            let local = local::read_local(&dir);
+            if let crate::decide::LauncherProcess::Alive { pid } = local.launcher {
+                local::kill_launcher(&dir, pid);
+                warn!(dir = %dir.display(), pid, "fenced: launcher and QEMU killed");
+            } else if local::kill_leftover_qemu(&dir, local.state.as_ref()) {
+                warn!(dir = %dir.display(), "fenced: QEMU killed");
+            }
+        }
+    }
+}
+
 async fn sweep(agent: Arc<Agent>, queue: Arc<WorkQueue>) -> &'static str {
     let mut tick = tokio::time::interval(agent.config.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -299,6 +351,9 @@ struct Agent {
     store: Store<Pod>,
     /// The store holds a complete list (folders without a Pod may be judged).
     synced: AtomicBool,
+    /// The Lease could not be renewed for the fencing time: every guest was killed, and nothing
+    /// starts until a renewal succeeds.
+    fenced: AtomicBool,
     reported: Mutex<HashMap<String, Reported>>,
     backoff: Mutex<HashMap<String, (u32, Instant)>>,
 }
@@ -382,6 +437,9 @@ impl Agent {
     ) -> Result<(), ActionError> {
         match (action, pod) {
             (NodeAction::WriteSpec, Some(pod)) => self.write_spec(pod, dir, now).await,
+            (NodeAction::StartLauncher, Some(_)) if self.fenced.load(Ordering::SeqCst) => {
+                Err(ActionError::NotReady("the node is fenced (it cannot renew its Lease); nothing starts".into()))
+            }
             (NodeAction::StartLauncher, Some(_)) => self.start_launcher(dir),
             (NodeAction::ReportStatus(state), Some(pod)) => self.report(pod, uid, local, state.as_ref(), now).await,
             (NodeAction::RecordFinalState(state), _) => {

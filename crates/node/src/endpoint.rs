@@ -36,10 +36,7 @@ use ferrovirt_launcher::spec::{ControlReply, ControlRequest, LauncherPhase, CONS
 
 use crate::local;
 
-/// Node annotation holding the hex SHA-256 of the endpoint's certificate (DER).
-pub const FINGERPRINT_ANNOTATION: &str = "ferrovirt.io/endpoint-sha256";
-/// The `Upgrade` protocol name of a raw byte stream.
-pub const STREAM_PROTOCOL: &str = "ferrovirt-stream";
+pub use ferrovirt_api::wellknown::{ENDPOINT_FINGERPRINT_ANNOTATION as FINGERPRINT_ANNOTATION, ENDPOINT_STREAM_PROTOCOL as STREAM_PROTOCOL};
 /// The VNC socket in a launcher folder (QEMU's `-vnc unix:`).
 pub const VNC_SOCKET: &str = "vnc.sock";
 

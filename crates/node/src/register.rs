@@ -17,6 +17,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
+use ferrovirt_api::wellknown::FENCE_ANNOTATION;
+
 use crate::endpoint::{Published, FINGERPRINT_ANNOTATION};
 use crate::host::HostInfo;
 
@@ -41,7 +43,26 @@ pub fn agent_version() -> String {
 }
 
 /// The Node object this agent registers (pure).
-pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, address: &str, endpoint: Option<&Published>, now: &str) -> Value {
+/// What a node tells about itself beyond the host: where it is reached and when it fences.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Advertised {
+    /// The InternalIP.
+    pub address: String,
+    /// The node endpoint, if it serves one.
+    pub endpoint: Option<Published>,
+    /// After how long without a Lease renewal the agent kills its guests.
+    pub fence_after: Option<Duration>,
+}
+
+impl Advertised {
+    /// Just an address (no endpoint, no fencing).
+    pub fn address(address: &str) -> Advertised {
+        Advertised { address: address.into(), ..Default::default() }
+    }
+}
+
+pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, adv: &Advertised, now: &str) -> Value {
+    let address = adv.address.as_str();
     let mut capacity = json!(host.capacity());
     let mut allocatable = json!(host.allocatable());
     if accel.kvm {
@@ -50,7 +71,10 @@ pub fn node_object(name: &str, host: &HostInfo, accel: &Accel, address: &str, en
     }
     let mut annotations = json!({ "ferrovirt.io/accel-probe": accel.reason });
     let mut daemon_endpoints = json!({});
-    if let Some(e) = endpoint {
+    if let Some(f) = adv.fence_after {
+        annotations[FENCE_ANNOTATION] = json!(f.as_secs().to_string());
+    }
+    if let Some(e) = &adv.endpoint {
         annotations[FINGERPRINT_ANNOTATION] = json!(e.fingerprint);
         daemon_endpoints = json!({ "kubeletEndpoint": { "Port": e.port } });
     }
@@ -105,23 +129,16 @@ fn now() -> String {
 }
 
 /// Create the Node, or bring an existing one up to date (labels merge; spec such as a cordon stays).
-pub async fn register(
-    client: &Client,
-    name: &str,
-    host: &HostInfo,
-    accel: &Accel,
-    address: &str,
-    endpoint: Option<&Published>,
-) -> anyhow::Result<()> {
+pub async fn register(client: &Client, name: &str, host: &HostInfo, accel: &Accel, adv: &Advertised) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let desired = node_object(name, host, accel, address, endpoint, &now());
+    let desired = node_object(name, host, accel, adv, &now());
     match nodes.get_opt(name).await? {
         None => {
             let node: Node = serde_json::from_value(desired)?;
             match nodes.create(&PostParams::default(), &node).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    Box::pin(register(client, name, host, accel, address, endpoint)).await?;
+                    Box::pin(register(client, name, host, accel, adv)).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -175,15 +192,18 @@ pub async fn renew_lease(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keep the Lease and the Node heartbeat fresh until the task is dropped.
-pub async fn keep_alive(client: Client, name: String) {
-    let mut renew = tokio::time::interval(RENEW);
+/// Keep the Lease and the Node heartbeat fresh until the task is dropped, renewing every `every`
+/// and recording each successful renewal in `renewed`.
+pub async fn keep_alive(client: Client, name: String, every: Duration, renewed: std::sync::Arc<std::sync::Mutex<std::time::Instant>>) {
+    let mut renew = tokio::time::interval(every);
     let mut status = tokio::time::interval(STATUS);
     loop {
         tokio::select! {
             _ = renew.tick() => {
-                if let Err(e) = renew_lease(&client, &name).await {
-                    tracing::warn!(node = %name, error = %e, "lease renewal failed");
+                match tokio::time::timeout(every, renew_lease(&client, &name)).await {
+                    Ok(Ok(())) => *renewed.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now(),
+                    Ok(Err(e)) => tracing::warn!(node = %name, error = %e, "lease renewal failed"),
+                    Err(_) => tracing::warn!(node = %name, "lease renewal timed out"),
                 }
             }
             _ = status.tick() => {
@@ -202,10 +222,10 @@ mod tests {
     #[test]
     fn node_says_what_acceleration_it_has() {
         let host = HostInfo { memory_bytes: 8 << 30, cpus: 2, kernel_version: "6.1".into(), os_image: "Debian".into(), hostname: "h".into() };
-        let tcg = node_object("n1", &host, &Accel { kvm: false, reason: "probe timed out".into() }, "127.0.0.1", None, "2026-01-01T00:00:00Z");
+        let tcg = node_object("n1", &host, &Accel { kvm: false, reason: "probe timed out".into() }, &Advertised::address("127.0.0.1"), "2026-01-01T00:00:00Z");
         assert_eq!(tcg["metadata"]["labels"]["ferrovirt.io/accel"], "tcg");
         assert!(tcg["status"]["capacity"].get("devices.kubevirt.io/kvm").is_none());
-        let kvm = node_object("n1", &host, &Accel { kvm: true, reason: "ok".into() }, "127.0.0.1", None, "2026-01-01T00:00:00Z");
+        let kvm = node_object("n1", &host, &Accel { kvm: true, reason: "ok".into() }, &Advertised::address("127.0.0.1"), "2026-01-01T00:00:00Z");
         assert_eq!(kvm["status"]["allocatable"]["devices.kubevirt.io/kvm"], "1k");
         let node: Node = serde_json::from_value(kvm).expect("a valid Node");
         assert_eq!(node.status.unwrap().node_info.unwrap().kubelet_version, agent_version());

@@ -17,7 +17,7 @@ async fn registers_node_and_lease_and_keeps_a_cordon() {
     let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap()).unwrap();
     let host = HostInfo::read();
     let accel = Accel { kvm: false, reason: "test".into() };
-    register::register(&client, "n1", &host, &accel, "127.0.0.1", None).await.unwrap();
+    register::register(&client, "n1", &host, &accel, &register::Advertised::address("127.0.0.1")).await.unwrap();
     register::renew_lease(&client, "n1").await.unwrap();
 
     let nodes: Api<Node> = Api::all(client.clone());
@@ -31,7 +31,7 @@ async fn registers_node_and_lease_and_keeps_a_cordon() {
 
     // A cordon set by an operator survives the agent registering again (a restart).
     nodes.patch("n1", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"unschedulable": true}}))).await.unwrap();
-    register::register(&client, "n1", &host, &accel, "127.0.0.1", None).await.unwrap();
+    register::register(&client, "n1", &host, &accel, &register::Advertised::address("127.0.0.1")).await.unwrap();
     register::heartbeat(&client, "n1").await.unwrap();
     register::renew_lease(&client, "n1").await.unwrap();
     let node = nodes.get("n1").await.unwrap();
