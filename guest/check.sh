@@ -8,12 +8,14 @@
 #  a. scripts/build-guest.sh builds disk.img and disk.qcow2
 #  b. q35, disk.img on virtio-blk, a NoCloud disk (vfat, label CIDATA) on virtio-blk: the boot marker and
 #     the line echoed by the user-data script appear on the serial console
-#  d. typing `cat /proc/uptime` on the serial console (a unix socket) gives a number back
+#  d. typing `cat /proc/uptime` on the serial console (a unix socket) gives a number back, and exactly
+#     one shell session has ttyS0 (none lost its terminal to another)
 #  c. QMP system_powerdown: QEMU exits by itself (ACPI power button -> acpid -> poweroff)
 #  f. the same on pc (i440fx) with disk.qcow2 and an ISO 9660 NoCloud disk (label cidata), as KubeVirt
 #     makes it
 #  e. Debian's docker-registry on 127.0.0.1 (a free port, a temporary store), scripts/push-guest.sh, and
-#     the manifest and the layer (disk/disk.qcow2, 107:107, 0440) read back over the registry API
+#     the manifest and the layer (disk/disk.qcow2, 107:107, 0440) read back over the registry API; the
+#     same for the kernelBoot image (GUEST_IMAGE=kernel-boot: boot/vmlinuz, boot/initrd.gz)
 #
 # Environment: GUEST_DIR (build output, default <repo>/target/guest), BOOT_TIMEOUT (seconds to the boot
 # marker, default 90: TCG on a busy 2-core machine), POWERDOWN_TIMEOUT (default 20).
@@ -233,6 +235,15 @@ if boot_checks q35 "$token"; then
     else
         fail "q35: no answer to 'cat /proc/uptime' on the serial console: $(cat "$tmp/serial.err")"
     fi
+    # Exactly one shell owns ttyS0 (tty 4:64 = 1088) and no shell session lost its terminal: shells
+    # stealing the serial console from each other break job control.
+    count='echo SHELLS $(for f in /proc/[0-9]*/stat; do read -r p c x pp pg se tn rest <"$f"; [ "$p" = "$se" ] && [ "$c" = "(sh)" ] && echo "$tn"; done | awk '"'"'{n[$1]++} END {printf "ttyS0=%d none=%d", n[1088], n[0]}'"'"')'
+    if line="$(serial_cmd "$tmp/q35.serial.sock" "$count" '^SHELLS ttyS0=[0-9]+ none=[0-9]+$' 30 2>"$tmp/serial.err")" \
+        && [[ "$line" == "SHELLS ttyS0=1 none=0" ]]; then
+        pass "q35: one shell session on ttyS0, none without a terminal ('$line')"
+    else
+        fail "q35: shells on the serial console: '${line:-}' $(cat "$tmp/serial.err")"
+    fi
     if grep -aq 'from guest-check' "$tmp/q35.serial.log"; then
         pass "q35: hostname set from meta-data's local-hostname"
     else
@@ -311,6 +322,21 @@ print(m["layers"][0]["digest"])' "$tmp/manifest.json")" \
         fi
     else
         fail "push-guest.sh: $(tail -n 5 "$tmp/push.err")"
+    fi
+    if kdigest="$(GUEST_IMAGE=kernel-boot "$repo_root/scripts/push-guest.sh" "127.0.0.1:$port" 2>"$tmp/push-kernel.err")" \
+        && curl -sf -H "Accept: $accept" -o "$tmp/kmanifest.json" \
+            "http://127.0.0.1:$port/v2/ferrovirt/guest-kernel/manifests/$kdigest" \
+        && klayer="$("$python" -c '
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert len(m["layers"]) == 1, m
+print(m["layers"][0]["digest"])' "$tmp/kmanifest.json")" \
+        && curl -sf -o "$tmp/klayer.tgz" "http://127.0.0.1:$port/v2/ferrovirt/guest-kernel/blobs/$klayer" \
+        && mkdir -p "$tmp/k" && tar -xzf "$tmp/klayer.tgz" -C "$tmp/k" \
+        && cmp -s "$tmp/k/boot/vmlinuz" "$guest_dir/vmlinuz" && cmp -s "$tmp/k/boot/initrd.gz" "$guest_dir/initrd.gz"; then
+        pass "GUEST_IMAGE=kernel-boot push-guest.sh pushed ferrovirt/guest-kernel:latest ($kdigest) with boot/vmlinuz and boot/initrd.gz"
+    else
+        fail "kernel-boot image: $(tail -n 5 "$tmp/push-kernel.err")"
     fi
 else
     fail "docker-registry is not installed and apt-get could not install it"

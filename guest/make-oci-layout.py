@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Write a KubeVirt containerDisk as an OCI image layout directory (used by scripts/push-guest.sh).
+"""Write a KubeVirt containerDisk, or a kernelBoot container, as an OCI image layout directory (used by
+scripts/push-guest.sh).
 
     make-oci-layout.py DISK OUT_DIR TAG [NAME_IN_IMAGE]
+    make-oci-layout.py --kernel-boot KERNEL INITRD OUT_DIR TAG
 
 The image has one layer: a gzip-compressed tar holding the directory disk/ and the file
 disk/NAME_IN_IMAGE (default: DISK's file name), owned by 107:107 (the qemu user KubeVirt runs QEMU as)
@@ -9,6 +11,9 @@ with mode 0440, as KubeVirt's `ADD --chown=107:107 disk.qcow2 /disk/` images hav
 oci-layout, OUT_DIR/index.json (the manifest tagged TAG through org.opencontainers.image.ref.name) and the
 config, layer and manifest blobs under OUT_DIR/blobs/sha256/. Timestamps come from DISK's mtime, so the
 same disk always gives the same digests. Prints the manifest's digest.
+
+With --kernel-boot the layer holds boot/vmlinuz (KERNEL) and boot/initrd.gz (INITRD) instead, 0444, for
+`kernelBoot.container` with kernelPath /boot/vmlinuz and initrdPath /boot/initrd.gz.
 """
 
 import datetime
@@ -54,33 +59,42 @@ def canonical(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
+def tar_info(name, mtime, mode, size=0, directory=False):
+    info = tarfile.TarInfo(name)
+    if directory:
+        info.type = tarfile.DIRTYPE
+    info.size = size
+    info.mode = mode
+    info.uid = info.gid = 107
+    info.uname = info.gname = "qemu"
+    info.mtime = mtime
+    return info
+
+
 def main(argv):
-    if len(argv) not in (4, 5):
+    if len(argv) == 6 and argv[1] == "--kernel-boot":
+        kernel, initrd, out_dir, tag = argv[2:6]
+        folder, mode = "boot", 0o444
+        files = [(kernel, "vmlinuz"), (initrd, "initrd.gz")]
+        title = "ferrovirt test guest (kernelBoot container)"
+    elif len(argv) in (4, 5) and not argv[1].startswith("--"):
+        disk, out_dir, tag = argv[1], argv[2], argv[3]
+        folder, mode = "disk", 0o440
+        files = [(disk, argv[4] if len(argv) == 5 else os.path.basename(disk))]
+        title = "ferrovirt test guest (containerDisk)"
+    else:
         sys.stderr.write(__doc__)
         return 2
-    disk, out_dir, tag = argv[1], argv[2], argv[3]
-    name = argv[4] if len(argv) == 5 else os.path.basename(disk)
-    mtime = int(os.stat(disk).st_mtime)
+    mtime = max(int(os.stat(src).st_mtime) for src, _ in files)
     os.makedirs(out_dir, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tar_path = os.path.join(tmp, "layer.tar")
         with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
-            d = tarfile.TarInfo("disk")
-            d.type = tarfile.DIRTYPE
-            d.mode = 0o555
-            d.uid = d.gid = 107
-            d.uname = d.gname = "qemu"
-            d.mtime = mtime
-            tar.addfile(d)
-            f = tarfile.TarInfo("disk/" + name)
-            f.size = os.path.getsize(disk)
-            f.mode = 0o440
-            f.uid = f.gid = 107
-            f.uname = f.gname = "qemu"
-            f.mtime = mtime
-            with open(disk, "rb") as src:
-                tar.addfile(f, src)
+            tar.addfile(tar_info(folder, mtime, 0o555, directory=True))
+            for src, name in files:
+                with open(src, "rb") as f:
+                    tar.addfile(tar_info(folder + "/" + name, mtime, mode, os.path.getsize(src)), f)
         diff_id = "sha256:" + sha256_file(tar_path)
 
         gz_path = os.path.join(tmp, "layer.tar.gz")
@@ -96,7 +110,13 @@ def main(argv):
         "created": created,
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": "ferrovirt scripts/push-guest.sh: disk/" + name}],
+        "history": [
+            {
+                "created": created,
+                "created_by": "ferrovirt scripts/push-guest.sh: "
+                + ", ".join(folder + "/" + name for _, name in files),
+            }
+        ],
     }
     config_digest, config_size = put_blob(out_dir, canonical(config))
 
@@ -115,7 +135,7 @@ def main(argv):
                 "size": layer_size,
             }
         ],
-        "annotations": {"org.opencontainers.image.title": "ferrovirt test guest (containerDisk)"},
+        "annotations": {"org.opencontainers.image.title": title},
     }
     manifest_digest, manifest_size = put_blob(out_dir, canonical(manifest))
 

@@ -30,7 +30,8 @@ apt-get install -y --no-install-recommends \
     ovmf \
     docker-registry \
     mtools \
-    dosfstools
+    dosfstools \
+    tmux
 
 "$repo_root/scripts/fetch-kubectl-1.20.sh"
 # The test guest (Debian kernel + busybox) that the QEMU tests boot.

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Push ferrovirt's test guest to a registry as a KubeVirt containerDisk:
+# Push ferrovirt's test guest to a registry as a KubeVirt containerDisk (or as a kernelBoot container):
 #
 #     scripts/push-guest.sh REGISTRY_HOST:PORT [REPO:TAG]     (default REPO:TAG: ferrovirt/guest:latest)
 #
 # e.g. scripts/push-guest.sh 127.0.0.1:5000  then  containerDisk.image: 127.0.0.1:5000/ferrovirt/guest:latest
+#
+#     GUEST_IMAGE=kernel-boot scripts/push-guest.sh 127.0.0.1:5000   (default REPO:TAG ferrovirt/guest-kernel:latest)
+#
+# pushes the guest's kernel and initramfs instead, as boot/vmlinuz and boot/initrd.gz (0444): use it as
+#     firmware: {kernelBoot: {kernelArgs: "console=ttyS0,115200 quiet", container: {
+#         image: 127.0.0.1:5000/ferrovirt/guest-kernel:latest, kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.gz}}}
+# (the whole guest lives in the initramfs, so it needs no disk).
 #
 # The image is what KubeVirt expects of a containerDisk: one layer, a tar holding disk/disk.qcow2 owned by
 # 107:107 with mode 0440 (guest/make-oci-layout.py writes it as an OCI image layout, with sha256 digests),
@@ -14,6 +21,7 @@
 # Environment:
 #   GUEST_DIR     build output folder (default <repo>/target/guest)
 #   GUEST_FORMAT  qcow2 (default) or raw: which disk goes into the image (disk/disk.qcow2 or disk/disk.img)
+#   GUEST_IMAGE   container-disk (default) or kernel-boot
 # Installs skopeo with apt-get if it is missing. Prints the pushed manifest's digest on stdout.
 set -euo pipefail
 
@@ -23,7 +31,12 @@ if [[ $# -lt 1 || $# -gt 2 || "$1" == -h || "$1" == --help ]]; then
     exit 2
 fi
 registry="$1"
-ref="${2:-ferrovirt/guest:latest}"
+kind="${GUEST_IMAGE:-container-disk}"
+case "$kind" in
+container-disk) ref="${2:-ferrovirt/guest:latest}" ;;
+kernel-boot) ref="${2:-ferrovirt/guest-kernel:latest}" ;;
+*) echo "push-guest: GUEST_IMAGE must be container-disk or kernel-boot" >&2; exit 2 ;;
+esac
 if [[ "${ref##*/}" == *:* ]]; then
     repo="${ref%:*}"
     tag="${ref##*:}"
@@ -55,8 +68,14 @@ command -v "$python" >/dev/null || python=/usr/bin/python3
 
 layout="$(mktemp -d)"
 trap 'rm -rf "$layout"' EXIT
-log "writing the OCI layout for $(basename "$disk")"
-"$python" "$repo_root/guest/make-oci-layout.py" "$disk" "$layout" "$tag" >/dev/null
+if [[ "$kind" == kernel-boot ]]; then
+    log "writing the OCI layout for vmlinuz and initrd.gz"
+    "$python" "$repo_root/guest/make-oci-layout.py" --kernel-boot "$guest_dir/vmlinuz" "$guest_dir/initrd.gz" \
+        "$layout" "$tag" >/dev/null
+else
+    log "writing the OCI layout for $(basename "$disk")"
+    "$python" "$repo_root/guest/make-oci-layout.py" "$disk" "$layout" "$tag" >/dev/null
+fi
 
 policy=()
 [[ -f /etc/containers/policy.json ]] || policy=(--insecure-policy)

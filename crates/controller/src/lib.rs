@@ -23,11 +23,13 @@ pub mod node_lifecycle;
 pub mod overhead;
 pub mod patch;
 pub mod queue;
+pub mod replicaset;
 mod runtime;
 pub mod vm;
 pub mod vmi;
 
 pub use launcher_pod::LauncherSettings;
+pub use replicaset::{reconcile_replicaset, RsAction};
 pub use runtime::{run, run_until, ActionError, ObjectKey, Options};
 pub use vm::{reconcile_vm, StartBackoff, VmAction};
 pub use vmi::{reconcile_vmi, transition, VmiAction};

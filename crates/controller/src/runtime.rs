@@ -40,6 +40,7 @@ use crate::event::{Event, EventType};
 use crate::launcher_pod::{LauncherSettings, APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL};
 use crate::patch::merge_diff;
 use crate::queue::WorkQueue;
+use crate::replicaset::runtime::ReplicaSetController;
 use crate::vm::{reconcile_vm, StartBackoff, VmAction};
 use crate::vmi::{reconcile_vmi, VmiAction, FINALIZER, NODE_NAME_LABEL};
 
@@ -181,6 +182,7 @@ pub async fn run_until(client: Client, opts: Options, shutdown: impl Future<Outp
     let (vms, vm_writer) = reflector::store::<VirtualMachine>();
     let (vmis, vmi_writer) = reflector::store::<VirtualMachineInstance>();
     let (pods, pod_writer) = reflector::store::<Pod>();
+    let replicasets = ReplicaSetController::new(client.clone(), &opts, vmis.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     {
@@ -197,12 +199,13 @@ pub async fn run_until(client: Client, opts: Options, shutdown: impl Future<Outp
         ));
     }
     {
-        let (vmq, vmiq) = (vm_queue.clone(), vmi_queue.clone());
+        let (vmq, vmiq, rsc) = (vm_queue.clone(), vmi_queue.clone(), replicasets.clone());
         tasks.spawn(watch_into(
             Api::<VirtualMachineInstance>::all(client.clone()),
             watcher::Config::default(),
             vmi_writer,
             move |vmi| {
+                rsc.vmi_changed(vmi);
                 if let Some(k) = ObjectKey::of(vmi) {
                     // A VM's VMI has the VM's name; VMIs of other owners find no VM and are skipped.
                     vmq.add(k.clone());
@@ -252,6 +255,7 @@ pub async fn run_until(client: Client, opts: Options, shutdown: impl Future<Outp
     }
     info!(workers = opts.workers, "controller caches are filled; reconciling");
 
+    tasks.spawn(replicasets.run());
     for _ in 0..opts.workers.max(1) {
         tasks.spawn(vm_worker(shared.clone(), vm_queue.clone()));
         tasks.spawn(vmi_worker(shared.clone(), vmi_queue.clone()));

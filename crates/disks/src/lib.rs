@@ -15,6 +15,10 @@
 //!                  │
 //!                  ▼
 //!        Vec<PreparedDisk> (path, format, bus, readonly, boot order, serial, cdrom) for the QEMU argv
+//!
+//!   spec.domain.firmware.kernelBoot ─► kernel_boot::plan_kernel_boot (pure)
+//!        ─► kernel_boot::prepare_kernel_boot ─► container_disk::pull_kernel_boot ─► node cache
+//!        ─► PreparedKernelBoot (kernel, initrd, kernelArgs) for the QEMU argv
 //! ```
 //!
 //! Modules that hold only logic (`plan_disks`, the layer walk of `container_disk`, the NoCloud
@@ -29,6 +33,7 @@ pub mod container_disk;
 pub mod empty_disk;
 mod format;
 pub mod host_disk;
+pub mod kernel_boot;
 pub mod prepare;
 pub mod qemu_img;
 #[cfg(feature = "testing")]

@@ -353,22 +353,9 @@ fn plan_source(
     if let Some(cd) = &volume.container_disk {
         let policy =
             PullPolicy::parse(cd.image_pull_policy.as_deref(), &cd.image).map_err(invalid)?;
-        let credentials = match cd.image_pull_secret.as_deref().filter(|s| !s.is_empty()) {
-            None => RegistryCredentials::Anonymous,
-            Some(secret) => {
-                let data = ctx
-                    .secrets
-                    .get(secret)
-                    .ok_or_else(|| invalid(format!("imagePullSecret {secret:?} was not found")))?;
-                let registry = cd
-                    .image
-                    .parse::<oci_client::Reference>()
-                    .map(|r| r.registry().to_string())
-                    .unwrap_or_default();
-                credentials_from_pull_secret(data, &registry)
-                    .map_err(|reason| invalid(format!("imagePullSecret {secret:?}: {reason}")))?
-            }
-        };
+        let credentials =
+            pull_credentials(&cd.image, cd.image_pull_secret.as_deref(), &ctx.secrets)
+                .map_err(invalid)?;
         return Ok(PlannedSource::ContainerDisk {
             image: cd.image.clone(),
             options: PullOptions {
@@ -409,6 +396,27 @@ fn plan_source(
                 .to_string(),
         ),
     })
+}
+
+/// The credentials for pulling `image` from the `imagePullSecret` named `secret` (none: anonymous),
+/// or why they cannot be had.
+pub(crate) fn pull_credentials(
+    image: &str,
+    secret: Option<&str>,
+    secrets: &Secrets,
+) -> Result<RegistryCredentials, String> {
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return Ok(RegistryCredentials::Anonymous);
+    };
+    let data = secrets
+        .get(secret)
+        .ok_or_else(|| format!("imagePullSecret {secret:?} was not found"))?;
+    let registry = image
+        .parse::<oci_client::Reference>()
+        .map(|r| r.registry().to_string())
+        .unwrap_or_default();
+    credentials_from_pull_secret(data, &registry)
+        .map_err(|reason| format!("imagePullSecret {secret:?}: {reason}"))
 }
 
 /// Prepares every disk of `spec` (see the module docs). On failure nothing made for this VMI

@@ -1,6 +1,6 @@
 //! Helpers for tests, of this crate and of others (cargo feature `testing`): a real OCI registry
 //! (Debian's `docker-registry`) on 127.0.0.1 with a free port and a throw-away store, and
-//! containerDisk images built in memory and pushed to it with oci-client.
+//! containerDisk and kernelBoot images built in memory and pushed to it with oci-client.
 //!
 //! The registry process is killed by its PID (SIGKILL) when its handle is dropped. The binary is
 //! `/usr/bin/docker-registry`, or `$FERROVIRT_DOCKER_REGISTRY` if set; a missing binary is an
@@ -192,6 +192,30 @@ impl RegistryProcess {
             DiskFormat::Raw => "disk.img",
         };
         self.push_disk(repository_and_tag, name, &data).await
+    }
+
+    /// Pushes a kernelBoot container: one gzip layer holding `boot/` with `boot/vmlinuz` and
+    /// `boot/initrd.gz` (as [`KERNEL_PATH`] and [`INITRD_PATH`] name them).
+    pub async fn push_kernel_boot(
+        &self,
+        repository_and_tag: &str,
+        kernel: &[u8],
+        initrd: &[u8],
+    ) -> io::Result<String> {
+        let layer = Layer::gzip(&kernel_boot_layer(kernel, initrd));
+        self.push(repository_and_tag, vec![layer]).await
+    }
+
+    /// Pushes the kernel and initrd files at `kernel` and `initrd` as a kernelBoot container
+    /// (see [`RegistryProcess::push_kernel_boot`]).
+    pub async fn push_kernel_boot_files(
+        &self,
+        repository_and_tag: &str,
+        kernel: &Path,
+        initrd: &Path,
+    ) -> io::Result<String> {
+        self.push_kernel_boot(repository_and_tag, &fs::read(kernel)?, &fs::read(initrd)?)
+            .await
     }
 
     fn log_path(&self) -> PathBuf {
@@ -416,6 +440,20 @@ pub fn disk_layer(file_name: &str, disk: &[u8]) -> Vec<u8> {
     TarBuilder::new()
         .dir("disk/")
         .file(&format!("disk/{file_name}"), disk)
+        .build()
+}
+
+/// Where [`kernel_boot_layer`] puts the kernel (`kernelPath`).
+pub const KERNEL_PATH: &str = "/boot/vmlinuz";
+/// Where [`kernel_boot_layer`] puts the initrd (`initrdPath`).
+pub const INITRD_PATH: &str = "/boot/initrd.gz";
+
+/// A kernelBoot container layer: `boot/`, `boot/vmlinuz` and `boot/initrd.gz`.
+pub fn kernel_boot_layer(kernel: &[u8], initrd: &[u8]) -> Vec<u8> {
+    TarBuilder::new()
+        .dir("boot/")
+        .file(&KERNEL_PATH[1..], kernel)
+        .file(&INITRD_PATH[1..], initrd)
         .build()
 }
 

@@ -17,8 +17,7 @@
 mod real_vm;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,61 +27,13 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_disks::testing::RegistryProcess;
-use ferrovirt_e2e::{ferrovirt_binary, ApiServerProcess};
+use ferrovirt_e2e::component::Component;
+use ferrovirt_e2e::ApiServerProcess;
 
 use real_vm::*;
 
 const NODE: &str = "node1";
 const VM: &str = "survivor";
-
-/// One `ferrovirt <component>` process, its stderr appended to `log`; killed (SIGKILL, by PID) on
-/// drop.
-struct Component {
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Component {
-    fn start(args: &[&str], log: &Path) -> Component {
-        let mut c = Component { args: args.iter().map(|a| a.to_string()).collect(), log: log.to_path_buf(), child: None };
-        c.spawn();
-        c
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::File::options().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(ferrovirt_binary().unwrap())
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ferrovirt {}: {e}", self.args.join(" ")));
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("the process runs").id()
-    }
-
-    /// SIGKILL and reap.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Component {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// Everything the test started; on drop the components are killed (node agent first, API server
 /// last), then every launcher and QEMU left in the node's pod folders.

@@ -2,7 +2,7 @@
 //! endpoint: the serial console websocket (`plain.kubevirt.io`), pause and unpause (the guest
 //! stops answering on its console while paused and answers once unpaused, with the VMI's Paused
 //! condition and the VM's printableStatus following), soft reboot (the guest boots again in the
-//! same QEMU), and KubeVirt's refusals (409) when an action does not fit the VMI's state.
+//! same QEMU), VNC (QEMU's RFB greeting through the websocket), and KubeVirt's refusals (409) when an action does not fit the VMI's state.
 
 use std::path::Path;
 use std::time::Duration;
@@ -159,6 +159,12 @@ async fn console_pause_unpause_and_soft_reboot() {
     console.send(b"\necho after-reboot-$((7*7))\n").await.unwrap();
     console.read_until(b"after-reboot-49", Duration::from_secs(60)).await.unwrap();
     console.close().await;
+
+    // VNC: the same websocket path carries QEMU's RFB server (the greeting comes first).
+    let mut vnc = ByteStream::open(&config, "default", "vm1", "vnc").await.unwrap();
+    let greeting = vnc.read_until(b"\n", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(greeting, b"RFB 003.008\n");
+    vnc.close().await;
 
     // No guest agent in the test guest: KubeVirt's answer.
     let req = http::Request::builder()

@@ -1,7 +1,8 @@
 //! The launcher process (`ferrovirt launcher --dir <pod dir>`): one VM from spec to exit.
 //!
 //! ```text
-//!  spec.json ─► Preparing: prepare disks (undo on failure) ─► qemu_argv ─► spawn QEMU (-S, paused)
+//!  spec.json ─► Preparing: kernelBoot files into the node cache, prepare disks (undo on failure)
+//!    ─► qemu_argv ─► spawn QEMU (-S, paused)
 //!    ─► QEMU into the VM's cgroup ─► QMP connect ─► console attached ─► cont ─► Running
 //!    ◀─► Paused (pause/unpause)      ─► Stopping (stop: ACPI power button, kill after the grace period)
 //!    ─► Succeeded (guest shut down, or stopped on request) | Failed (crash, panic, prepare failed)
@@ -21,13 +22,14 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
 use ferrovirt_api::kubevirt::VirtualMachineInstance;
+use ferrovirt_disks::kernel_boot::{plan_kernel_boot, prepare_kernel_boot, PreparedKernelBoot};
 use ferrovirt_disks::{DiskContext, PreparedDisk};
 
 use crate::cgroup::{CgroupLimits, VmCgroup};
 use crate::console::{Console, ConsoleConfig};
 use crate::qemu::{
-    qemu_argv, Accel, BackingImage, CpuTopology, DiskBus, DiskConfig, DiskFormat, Firmware, MachineType, MacAddress, NicBackend,
-    NicConfig, NicModel, QemuConfig,
+    qemu_argv, Accel, BackingImage, CpuTopology, DiskBus, DiskConfig, DiskFormat, Firmware, KernelBoot, MachineType, MacAddress,
+    NicBackend, NicConfig, NicModel, QemuConfig,
 };
 use crate::qmp::{Qmp, QmpEvent};
 use crate::spec::{self, ControlReply, ControlRequest, LaunchSpec, LauncherPhase, LauncherState};
@@ -37,8 +39,15 @@ pub const USER_NET_GUEST_IP: &str = "10.0.2.15";
 /// Where Debian's OVMF keeps its firmware.
 const OVMF_DIR: &str = "/usr/share/OVMF";
 
-/// Build the QEMU configuration for a VMI from its prepared disks (pure).
-pub fn qemu_config(spec: &LaunchSpec, vmi: &VirtualMachineInstance, disks: &[PreparedDisk], backing: &[Option<BackingImage>], dir: &Path) -> anyhow::Result<QemuConfig> {
+/// Build the QEMU configuration for a VMI from its prepared disks and kernelBoot files (pure).
+pub fn qemu_config(
+    spec: &LaunchSpec,
+    vmi: &VirtualMachineInstance,
+    disks: &[PreparedDisk],
+    backing: &[Option<BackingImage>],
+    kernel_boot: Option<&PreparedKernelBoot>,
+    dir: &Path,
+) -> anyhow::Result<QemuConfig> {
     let domain = &vmi.spec.domain;
     let name = format!(
         "{}/{}",
@@ -65,9 +74,8 @@ pub fn qemu_config(spec: &LaunchSpec, vmi: &VirtualMachineInstance, disks: &[Pre
         .context("the VMI gives no guest memory")?;
     let memory_bytes = ferrovirt_api::quantity::parse_quantity_bytes(&memory.0)
         .map_err(|e| anyhow::anyhow!("guest memory {:?}: {e}", memory.0))?;
-    if domain.firmware.as_ref().is_some_and(|f| f.kernel_boot.is_some()) {
-        anyhow::bail!("spec.domain.firmware.kernelBoot is not supported by this launcher yet");
-    }
+    // As KubeVirt: a VGA card with VNC unless devices.autoattachGraphicsDevice is false.
+    let vnc_socket = (domain.devices.autoattach_graphics_device != Some(false)).then(|| dir.join(spec::VNC_SOCKET));
     let efi = domain.firmware.as_ref().and_then(|f| f.bootloader.as_ref()).and_then(|b| b.efi.as_ref()).is_some();
     let firmware = if efi {
         Firmware::Efi { code: PathBuf::from(OVMF_DIR).join("OVMF_CODE.fd"), vars: dir.join("OVMF_VARS.fd") }
@@ -137,11 +145,16 @@ pub fn qemu_config(spec: &LaunchSpec, vmi: &VirtualMachineInstance, disks: &[Pre
         cpu: CpuTopology { sockets: cpu.sockets.unwrap_or(1).max(1), cores: cpu.cores.unwrap_or(1).max(1), threads: cpu.threads.unwrap_or(1).max(1) },
         memory_bytes,
         firmware,
-        kernel_boot: None,
+        kernel_boot: kernel_boot.map(|k| KernelBoot {
+            kernel: k.kernel.clone(),
+            initrd: k.initrd.clone(),
+            cmdline: k.kernel_args.clone(),
+        }),
         disks,
         nics,
         serial_socket: dir.join("serial.sock"),
         qmp_socket: dir.join("qmp.sock"),
+        vnc_socket,
         pidfile: Some(dir.join("qemu.pid")),
         vm_dir: dir.to_path_buf(),
         read_only_dirs,
@@ -296,19 +309,26 @@ async fn launch(spec: &LaunchSpec, dir: &Path, rep: &mut Reporter) -> anyhow::Re
         allowed_host_disk_dirs: spec.allowed_host_disk_dirs.clone(),
         secrets: secrets(spec),
     };
+    // Both plans are checked before anything is fetched or written.
+    let kernel_plan = plan_kernel_boot(&vmi.spec, &ctx).context("preparing the kernelBoot")?;
+    ferrovirt_disks::plan_disks(&vmi.spec, &ctx).context("preparing disks")?;
+    let kernel_boot = match &kernel_plan {
+        Some(plan) => Some(prepare_kernel_boot(plan, &ctx).await.context("preparing the kernelBoot")?),
+        None => None,
+    };
     let disks = ferrovirt_disks::prepare_disks(&vmi.spec, &ctx).await.context("preparing disks")?;
     let mut backing = Vec::new();
     for d in &disks {
         backing.push(backing_of(d).await?);
     }
-    let cfg = qemu_config(spec, &vmi, &disks, &backing, dir)?;
+    let cfg = qemu_config(spec, &vmi, &disks, &backing, kernel_boot.as_ref(), dir)?;
     if let Firmware::Efi { vars, .. } = &cfg.firmware {
         if !vars.exists() {
             std::fs::copy(Path::new(OVMF_DIR).join("OVMF_VARS.fd"), vars).context("copying the EFI variables")?;
         }
     }
     let argv = qemu_argv(&cfg)?;
-    for stale in ["qmp.sock", "serial.sock", spec::CONSOLE_SOCKET, spec::CONTROL_SOCKET] {
+    for stale in ["qmp.sock", "serial.sock", spec::VNC_SOCKET, spec::CONSOLE_SOCKET, spec::CONTROL_SOCKET] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
     let log = std::fs::File::create(dir.join("qemu.log"))?;
@@ -356,7 +376,7 @@ async fn launch(spec: &LaunchSpec, dir: &Path, rep: &mut Reporter) -> anyhow::Re
     if let Some(cg) = cgroup {
         let _ = tokio::task::spawn_blocking(move || cg.remove(true)).await;
     }
-    for sock in [spec::CONTROL_SOCKET, spec::CONSOLE_SOCKET] {
+    for sock in [spec::CONTROL_SOCKET, spec::CONSOLE_SOCKET, spec::VNC_SOCKET] {
         let _ = std::fs::remove_file(dir.join(sock));
     }
     result
@@ -474,6 +494,67 @@ async fn drive(spec: &LaunchSpec, dir: &Path, rep: &mut Reporter, cfg: &QemuConf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn launch_spec(vmi: serde_json::Value) -> (LaunchSpec, VirtualMachineInstance) {
+        let spec = LaunchSpec {
+            pod_namespace: "default".into(),
+            pod_name: "virt-launcher-vm1-abcde".into(),
+            pod_uid: "uid-1".into(),
+            vmi: vmi.clone(),
+            kvm: false,
+            qemu_binary: "qemu-system-x86_64".into(),
+            cache_dir: "/node/cache".into(),
+            insecure_registries: vec![],
+            allowed_host_disk_dirs: vec![],
+            secrets: Default::default(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            memory_limit_bytes: None,
+            cpu_limit_millis: None,
+        };
+        (spec, serde_json::from_value(vmi).unwrap())
+    }
+
+    #[test]
+    fn kernel_boot_and_vnc_reach_the_qemu_config() {
+        let (spec, vmi) = launch_spec(serde_json::json!({
+            "metadata": {"name": "vm1", "namespace": "default"},
+            "spec": {"domain": {
+                "devices": {},
+                "resources": {"requests": {"memory": "128Mi"}},
+                "firmware": {"kernelBoot": {"kernelArgs": "console=ttyS0 ferrovirt.marker=x", "container": {"image": "r/k:1", "kernelPath": "/k"}}}
+            }}
+        }));
+        let dir = Path::new("/node/pods/uid-1");
+        let prepared = PreparedKernelBoot {
+            image: "r/k:1".into(),
+            digest: "sha256:00".into(),
+            kernel: "/node/cache/images/sha256/x-boot-y/kernel".into(),
+            initrd: Some("/node/cache/images/sha256/x-boot-y/initrd".into()),
+            kernel_args: Some("console=ttyS0 ferrovirt.marker=x".into()),
+        };
+        let cfg = qemu_config(&spec, &vmi, &[], &[], Some(&prepared), dir).unwrap();
+        assert_eq!(
+            cfg.kernel_boot,
+            Some(KernelBoot {
+                kernel: prepared.kernel.clone(),
+                initrd: prepared.initrd.clone(),
+                cmdline: prepared.kernel_args.clone(),
+            })
+        );
+        assert_eq!(cfg.vnc_socket, Some(dir.join(spec::VNC_SOCKET)));
+        let argv: Vec<String> = qemu_argv(&cfg).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect();
+        let at = argv.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(argv[at + 1], "console=ttyS0 ferrovirt.marker=x");
+        assert_eq!(argv[argv.iter().position(|a| a == "-kernel").unwrap() + 1], prepared.kernel.to_str().unwrap());
+
+        // autoattachGraphicsDevice: false means no display at all, as in KubeVirt.
+        let (spec, vmi) = launch_spec(serde_json::json!({
+            "metadata": {"name": "vm1"},
+            "spec": {"domain": {"devices": {"autoattachGraphicsDevice": false}, "resources": {"requests": {"memory": "128Mi"}}}}
+        }));
+        let cfg = qemu_config(&spec, &vmi, &[], &[], None, dir).unwrap();
+        assert_eq!((cfg.vnc_socket, cfg.kernel_boot), (None, None));
+    }
 
     #[test]
     fn derived_macs_are_stable_unicast_and_local() {

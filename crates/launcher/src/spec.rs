@@ -8,6 +8,7 @@
 //!     state.json      LauncherState, rewritten atomically by the launcher on every change
 //!     control.sock    JSON-lines commands to the launcher (ControlRequest -> ControlReply)
 //!     console.sock    the serial console (raw bytes both ways), serial.log* its rotated log
+//!     vnc.sock        QEMU's VNC server (RFB) for the VM's screen (absent if autoattachGraphicsDevice: false)
 //!     qmp.sock, serial.sock, disks ...   the launcher's and QEMU's own files
 //! ```
 //!
@@ -25,6 +26,8 @@ pub const PID_FILE: &str = "launcher.pid";
 pub const LOG_FILE: &str = "launcher.log";
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const CONSOLE_SOCKET: &str = "console.sock";
+/// QEMU's VNC server (raw RFB) showing the VM's VGA screen; the node agent relays it to clients.
+pub const VNC_SOCKET: &str = "vnc.sock";
 pub const SERIAL_LOG: &str = "serial.log";
 
 /// Everything a launcher needs to run one VMI.

@@ -1,12 +1,13 @@
 //! A whole launcher life on real parts: the test guest pushed to a real registry on loopback as a
 //! containerDisk, a cloud-init script, QEMU (TCG here), the VM's cgroup, the console, and a stop
-//! through the control socket that the guest honours with an ACPI power-off.
+//! through the control socket that the guest honours with an ACPI power-off. And the same guest's
+//! kernel and initrd as a kernelBoot container with no disk at all, its screen on vnc.sock.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use ferrovirt_disks::testing::RegistryProcess;
 use ferrovirt_launcher::spec::{self, ControlReply, LaunchSpec, LauncherPhase};
@@ -129,4 +130,85 @@ async fn container_disk_vm_boots_runs_cloud_init_and_stops() {
     assert!(!Path::new("/sys/fs/cgroup/memory/ferrovirt/0b4f3c2e-uid").exists(), "the cgroup is removed");
     // The cached image was never written: the VM wrote to its own overlay only.
     assert!(dir.join("containerdisk.qcow2").is_file());
+}
+
+fn launch_spec(node: &Path, pod_uid: &str, vmi: serde_json::Value) -> LaunchSpec {
+    LaunchSpec {
+        pod_namespace: "default".into(),
+        pod_name: format!("virt-launcher-{pod_uid}"),
+        pod_uid: pod_uid.into(),
+        vmi,
+        kvm: false,
+        qemu_binary: "qemu-system-x86_64".into(),
+        cache_dir: node.join("images"),
+        insecure_registries: vec![],
+        allowed_host_disk_dirs: vec![],
+        secrets: Default::default(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        memory_limit_bytes: Some(512 << 20),
+        cpu_limit_millis: Some(1000),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_boot_vm_without_disks_boots_with_its_kernel_args_and_shows_vnc() {
+    let guest = guest_disk().parent().unwrap().to_path_buf();
+    let registry = RegistryProcess::start().expect("docker-registry (scripts/install-test-deps.sh)");
+    registry
+        .push_kernel_boot_files("ferrovirt/guest-kernel:v1", &guest.join("vmlinuz"), &guest.join("initrd.gz"))
+        .await
+        .unwrap();
+    let node = tempfile::tempdir().unwrap();
+    let dir = node.path().join("pods/kb-uid");
+    std::fs::create_dir_all(&dir).unwrap();
+    let vmi = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "kbvm", "namespace": "default", "uid": "8d1c6f0a-0000-4000-8000-000000000002"},
+        "spec": {
+            "domain": {
+                "resources": {"requests": {"memory": "128Mi"}},
+                "devices": {},
+                "firmware": {"kernelBoot": {
+                    "kernelArgs": "console=ttyS0,115200 quiet ferrovirt.marker=launch,42",
+                    "container": {
+                        "image": registry.image("ferrovirt/guest-kernel:v1"),
+                        "kernelPath": ferrovirt_disks::testing::KERNEL_PATH,
+                        "initrdPath": ferrovirt_disks::testing::INITRD_PATH
+                    }
+                }}
+            },
+            "terminationGracePeriodSeconds": 30
+        }
+    });
+    let launch = launch_spec(node.path(), "kb-uid", vmi);
+    spec::write_atomic(&dir.join(spec::SPEC_FILE), &serde_json::to_vec(&launch).unwrap()).unwrap();
+    let run_dir = dir.clone();
+    let launcher = tokio::spawn(async move { ferrovirt_launcher::process::run(&run_dir).await });
+    let running = wait_state(&dir, 60, |p| p == LauncherPhase::Running || p.is_final()).await;
+    assert_eq!(running.phase, LauncherPhase::Running, "{running:?}");
+    let qemu_pid = running.qemu_pid.unwrap();
+    // QEMU reads the kernel and initrd from the node cache, read-only, and never the VM folder.
+    let cmdline = std::fs::read(format!("/proc/{qemu_pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let after = |flag: &str| args[args.iter().position(|a| a == flag).unwrap() + 1].clone();
+    assert!(after("-kernel").starts_with(node.path().join("images/images/sha256").to_str().unwrap()), "{args:?}");
+    assert!(after("-initrd").ends_with("/initrd"), "{args:?}");
+    assert_eq!(after("-append"), "console=ttyS0,115200 quiet ferrovirt.marker=launch,42");
+
+    let mut vnc = tokio::net::UnixStream::connect(dir.join(spec::VNC_SOCKET)).await.expect("vnc.sock");
+    let mut greeting = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), vnc.read_exact(&mut greeting)).await.unwrap().unwrap();
+    assert_eq!(&greeting, b"RFB 003.008\n");
+    drop(vnc);
+
+    wait_serial(&dir, 120, "ferrovirt-guest: booted").await;
+    wait_serial(&dir, 30, "ferrovirt-guest: marker launch,42").await;
+
+    let r = control(&dir, json!({"command": "stop", "graceSeconds": 60})).await;
+    assert!(r.ok, "{r:?}");
+    let done = wait_state(&dir, 60, |p| p.is_final()).await;
+    assert_eq!((done.phase, done.reason.as_str()), (LauncherPhase::Succeeded, "StopRequested"), "{done:?}");
+    launcher.await.unwrap().unwrap();
+    assert!(!Path::new(&format!("/proc/{qemu_pid}")).exists(), "QEMU is gone");
+    assert!(!dir.join(spec::VNC_SOCKET).exists(), "vnc.sock is removed");
 }

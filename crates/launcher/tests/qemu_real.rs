@@ -50,6 +50,7 @@ fn config(vm_dir: &Path, name: &str) -> QemuConfig {
         nics: vec![],
         serial_socket: vm_dir.join("serial.sock"),
         qmp_socket: vm_dir.join("qmp.sock"),
+        vnc_socket: None,
         pidfile: Some(vm_dir.join("qemu.pid")),
         vm_dir: vm_dir.to_owned(),
         read_only_dirs: vec![],
@@ -307,6 +308,37 @@ async fn hostile_strings_reach_qemu_intact() -> Result<()> {
     quit_and_reap(&qmp, &mut events, &mut child).await
 }
 
+/// QEMU accepts the VGA card and the VNC server on a Unix socket in a VM folder whose path has
+/// commas: a client reads the RFB greeting there, and QMP reports the server.
+#[tokio::test]
+async fn vnc_socket_speaks_rfb() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let vm_dir = tmp.path().join("vm,vnc=x");
+    std::fs::create_dir_all(&vm_dir)?;
+    let mut cfg = config(&vm_dir, "default/vnc");
+    cfg.vnc_socket = Some(vm_dir.join(ferrovirt_launcher::spec::VNC_SOCKET));
+    let mut child = start(&cfg)?;
+    let (qmp, mut events) = Qmp::connect_with_retry(&cfg.qmp_socket, WAIT).await?;
+    let mut vnc = UnixStream::connect(vm_dir.join("vnc.sock")).await?;
+    let mut greeting = [0u8; 12];
+    tokio::time::timeout(WAIT, vnc.read_exact(&mut greeting))
+        .await
+        .context("no RFB greeting")??;
+    assert_eq!(&greeting, b"RFB 003.008\n");
+    let info = qmp.execute("query-vnc", None).await?;
+    assert_eq!(info["enabled"], json!(true), "{info}");
+    assert_eq!(info["family"], json!("unix"), "{info}");
+    let video = qmp
+        .execute(
+            "qom-get",
+            Some(json!({"path": "/machine/peripheral/fv-video0", "property": "vgamem_mb"})),
+        )
+        .await?;
+    assert_eq!(video, json!(ferrovirt_launcher::qemu::VGA_MEMORY_MIB));
+    drop(vnc);
+    quit_and_reap(&qmp, &mut events, &mut child).await
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -475,8 +507,10 @@ async fn linux_guest_boots_answers_the_console_and_powers_off() -> Result<()> {
     cfg.kernel_boot = Some(ferrovirt_launcher::qemu::KernelBoot {
         kernel: boot.join("vm,linuz"),
         initrd: Some(boot.join("init,rd=1")),
-        cmdline: Some("console=ttyS0,115200 quiet".into()),
+        cmdline: Some("console=ttyS0,115200 quiet ferrovirt.marker=a,b=c".into()),
     });
+    // With the VGA card and VNC server every VM gets by default.
+    cfg.vnc_socket = Some(dir.path().join("vnc.sock"));
     let mut child = start(&cfg)?;
     let (qmp, mut events) = Qmp::connect_with_retry(&cfg.qmp_socket, WAIT).await?;
     let console = Console::start(ConsoleConfig::in_vm_dir(
@@ -490,6 +524,7 @@ async fn linux_guest_boots_answers_the_console_and_powers_off() -> Result<()> {
 
     let long = Duration::from_secs(120);
     read_until(&mut client, "ferrovirt-guest: booted", long).await?;
+    read_until(&mut client, "ferrovirt-guest: marker a,b=c", long).await?;
     // The shell on ttyS0 may take a moment after the marker; type until it answers.
     let answered = tokio::time::timeout(long, async {
         loop {

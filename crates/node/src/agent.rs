@@ -47,6 +47,8 @@ use crate::status::{self, COMPUTE_CONTAINER};
 
 /// How long the KVM probe may take to boot its guest.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the cached containerDisks are listed into the Node's `status.images`.
+pub const IMAGES_REFRESH: Duration = Duration::from_secs(5);
 /// A status already written is checked against the API server again after this long.
 pub const REPORT_REFRESH: Duration = Duration::from_secs(10);
 /// Fencing time by default: the node lifecycle controller's 40 s NotReady grace.
@@ -234,6 +236,20 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     if let Some(endpoint) = endpoint {
         tasks.spawn(endpoint.serve());
     }
+    tasks.spawn({
+        let agent = agent.clone();
+        async move {
+            let mut last = None;
+            let mut tick = tokio::time::interval(IMAGES_REFRESH);
+            loop {
+                tick.tick().await;
+                match register::report_images(&agent.config.client, &agent.config.name, &agent.config.images_dir(), last.clone()).await {
+                    Ok(now) => last = Some(now),
+                    Err(e) => debug!(error = %e, "reporting cached images failed"),
+                }
+            }
+        }
+    });
     tasks.spawn(watch_pods(agent.clone(), queue.clone(), writer));
     tasks.spawn(sweep(agent.clone(), queue.clone()));
     for _ in 0..agent.config.workers.max(1) {

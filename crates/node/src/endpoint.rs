@@ -32,13 +32,11 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use ferrovirt_launcher::spec::{ControlReply, ControlRequest, LauncherPhase, CONSOLE_SOCKET};
+use ferrovirt_launcher::spec::{ControlReply, ControlRequest, LauncherPhase, CONSOLE_SOCKET, VNC_SOCKET};
 
 use crate::local;
 
 pub use ferrovirt_api::wellknown::{ENDPOINT_FINGERPRINT_ANNOTATION as FINGERPRINT_ANNOTATION, ENDPOINT_STREAM_PROTOCOL as STREAM_PROTOCOL};
-/// The VNC socket in a launcher folder (QEMU's `-vnc unix:`).
-pub const VNC_SOCKET: &str = "vnc.sock";
 
 /// How the endpoint listens and whom it trusts.
 #[derive(Clone)]

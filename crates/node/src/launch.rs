@@ -107,6 +107,8 @@ pub fn referenced_secrets(vmi: &VirtualMachineInstance) -> BTreeSet<String> {
             names.extend(disk.image_pull_secret.clone());
         }
     }
+    let kernel = vmi.spec.domain.firmware.as_ref().and_then(|f| f.kernel_boot.as_ref()).and_then(|k| k.container.as_ref());
+    names.extend(kernel.and_then(|c| c.image_pull_secret.clone()));
     names
 }
 

@@ -153,6 +153,31 @@ pub async fn register(client: &Client, name: &str, host: &HostInfo, accel: &Acce
     Ok(())
 }
 
+/// `status.images` for the containerDisks cached on this node, as the kubelet lists its images:
+/// the reference and `reference@digest` as names, the disk's size (pure).
+pub fn images_status(cached: &[ferrovirt_disks::container_disk::CachedImage]) -> Value {
+    let mut images: Vec<Value> = cached
+        .iter()
+        .map(|c| {
+            let repo = c.reference.rsplit_once(':').filter(|(r, tag)| !tag.contains('/') && !r.is_empty()).map_or(c.reference.as_str(), |(r, _)| r);
+            json!({ "names": [format!("{repo}@{}", c.digest), c.reference], "sizeBytes": c.size })
+        })
+        .collect();
+    images.sort_by(|a, b| a["names"][1].as_str().cmp(&b["names"][1].as_str()));
+    json!(images)
+}
+
+/// Write `status.images` if it differs from `last`; returns what is now there.
+pub async fn report_images(client: &Client, name: &str, cache_dir: &std::path::Path, last: Option<Value>) -> anyhow::Result<Value> {
+    let cached = ferrovirt_disks::container_disk::list_cached(cache_dir)?;
+    let images = images_status(&cached);
+    if last.as_ref() != Some(&images) {
+        let nodes: Api<Node> = Api::all(client.clone());
+        nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({"status": {"images": images}}))).await?;
+    }
+    Ok(images)
+}
+
 /// Refresh the Ready heartbeat on the Node.
 pub async fn heartbeat(client: &Client, name: &str) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -229,5 +254,39 @@ mod tests {
         assert_eq!(kvm["status"]["allocatable"]["devices.kubevirt.io/kvm"], "1k");
         let node: Node = serde_json::from_value(kvm).expect("a valid Node");
         assert_eq!(node.status.unwrap().node_info.unwrap().kubelet_version, agent_version());
+    }
+
+    #[test]
+    fn node_publishes_endpoint_fencing_and_images() {
+        let host = HostInfo { memory_bytes: 8 << 30, cpus: 2, kernel_version: "6.1".into(), os_image: "Debian".into(), hostname: "h".into() };
+        let adv = Advertised {
+            address: "10.0.0.2".into(),
+            endpoint: Some(Published { port: 4321, fingerprint: "ab".repeat(32) }),
+            fence_after: Some(Duration::from_secs(40)),
+        };
+        let n = node_object("n1", &host, &Accel { kvm: false, reason: "x".into() }, &adv, "2026-01-01T00:00:00Z");
+        assert_eq!(n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 4321);
+        assert_eq!(n["metadata"]["annotations"][FENCE_ANNOTATION], "40");
+        assert_eq!(n["metadata"]["annotations"][FINGERPRINT_ANNOTATION], "ab".repeat(32));
+
+        let image = |reference: &str, digest: &str, size: u64| ferrovirt_disks::container_disk::CachedImage {
+            reference: reference.into(),
+            digest: digest.into(),
+            image_path: None,
+            format: ferrovirt_disks::DiskFormat::Qcow2,
+            size,
+            pulled_at: chrono::Utc::now(),
+            path: "/x".into(),
+        };
+        let images = images_status(&[image("127.0.0.1:5000/guest:latest", "sha256:aa", 10), image("127.0.0.1:5000/a", "sha256:bb", 5)]);
+        assert_eq!(
+            images,
+            json!([
+                {"names": ["127.0.0.1:5000/a@sha256:bb", "127.0.0.1:5000/a"], "sizeBytes": 5},
+                {"names": ["127.0.0.1:5000/guest@sha256:aa", "127.0.0.1:5000/guest:latest"], "sizeBytes": 10},
+            ])
+        );
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": {"images": images}})).expect("valid images");
+        assert_eq!(node.status.unwrap().images.unwrap().len(), 2);
     }
 }

@@ -1,13 +1,21 @@
-//! Where a pod can go: Kubernetes' filters and a least-allocated, balanced score, as pure
-//! functions of the pod, the nodes and the pods already on them.
+//! Where a pod can go: Kubernetes' filters, a spread of replica sets over nodes, and a
+//! least-allocated, balanced score, as pure functions of the pod, the nodes and the pods already
+//! on them.
 //!
 //! ```text
 //!   for each node:  Ready? ─► schedulable (not cordoned)? ─► taints tolerated? ─► nodeSelector and
 //!                   required node affinity? ─► free cpu, memory, pods, other requested resources?
 //!                   (the first filter that fails gives the node's reasons)
-//!   fitting nodes ─► score (least allocated + balanced, 0..=200) ─► highest, ties by name
+//!   fitting nodes ─► fewest pods of the pod's replica set (REPLICA_SET_LABEL)
+//!                 ─► then the highest score (least allocated 0..=100 + balanced 0..=100 +
+//!                    preferred node affinity 0..=200) ─► then the name
 //!   none fit      ─► "0/3 nodes are available: 1 node(s) were unschedulable, 2 Insufficient memory."
 //! ```
+//!
+//! The spread comes first, as a preference among the nodes that fit: six replicas on three equal
+//! nodes land two per node, and a replica never goes to a node with more of its set while a node
+//! with fewer has room. Placement rules (nodeSelector, affinity, taints, room) are never traded for
+//! the spread.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +32,10 @@ impl fmt::Display for NodeName {
         f.write_str(&self.0)
     }
 }
+
+/// Label naming the replica set a launcher pod belongs to: its VMI's label, which the VMI got
+/// from its `VirtualMachineInstanceReplicaSet` (KubeVirt's `kubevirt.io/vmReplicaSet`).
+pub const REPLICA_SET_LABEL: &str = "kubevirt.io/vmReplicaSet";
 
 /// Taint Kubernetes puts on cordoned nodes; a pod tolerating it may still go there.
 pub const TAINT_UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
@@ -369,14 +381,65 @@ impl Scorer for BalancedAllocation {
     }
 }
 
-/// The default scorers: least allocated, then balanced. A spread of replicas across nodes is
-/// another [`Scorer`] to add here.
+/// Kubernetes' NodeAffinity score: the weights of the pod's preferred node affinity terms that the
+/// node matches, as a share of all their weights, counted double as Kubernetes weighs that plugin
+/// (0..=200). Without preferences every node scores 0.
+pub struct PreferredNodeAffinity;
+
+impl Scorer for PreferredNodeAffinity {
+    fn score(&self, pod: &Pod, _requests: &Resources, info: &NodeInfo<'_>) -> u64 {
+        let terms = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref())
+            .unwrap_or_default();
+        let weight = |w: i32| u64::try_from(w).unwrap_or(0);
+        let total: u64 = terms.iter().map(|t| weight(t.weight)).sum();
+        if total == 0 {
+            return 0;
+        }
+        let matched: u64 =
+            terms.iter().filter(|t| term_matches(&t.preference, info.node)).map(|t| weight(t.weight)).sum();
+        matched * 200 / total
+    }
+}
+
+/// The default scorers: least allocated, balanced, preferred node affinity. They break ties between nodes holding
+/// equally many pods of the pod's replica set (see [`same_set_counts`]).
 pub fn default_scorers() -> Vec<Box<dyn Scorer + Send + Sync>> {
-    vec![Box::new(LeastAllocated), Box::new(BalancedAllocation)]
+    vec![Box::new(LeastAllocated), Box::new(BalancedAllocation), Box::new(PreferredNodeAffinity)]
+}
+
+/// The replica set of `pod`: its namespace and the value of [`REPLICA_SET_LABEL`].
+pub fn replica_set_of(pod: &Pod) -> Option<(&str, &str)> {
+    let set = pod.metadata.labels.as_ref()?.get(REPLICA_SET_LABEL)?;
+    Some((pod.metadata.namespace.as_deref().unwrap_or_default(), set.as_str()))
+}
+
+/// How many pods of `pod`'s replica set each node holds: bound there, not finished and not being
+/// deleted (a leaving replica does not keep the next one away). Empty for a pod of no set.
+pub fn same_set_counts<'a>(pod: &Pod, pods: &'a [Pod]) -> BTreeMap<&'a str, usize> {
+    let mut counts = BTreeMap::new();
+    let Some(set) = replica_set_of(pod) else { return counts };
+    for p in pods {
+        if p.metadata.uid.is_some() && p.metadata.uid == pod.metadata.uid {
+            continue;
+        }
+        if p.metadata.deletion_timestamp.is_some() || !occupies_node(p) || replica_set_of(p) != Some(set) {
+            continue;
+        }
+        if let Some(node) = bound_node(p) {
+            *counts.entry(node).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 /// Picks a node for `pod` among `nodes`, given all `pods` (those bound to a node and not
-/// finished occupy it). Deterministic: the highest score wins, ties go to the first name.
+/// finished occupy it). Deterministic: among the nodes that fit, the one with the fewest pods of
+/// the pod's replica set, then the highest score, then the first name.
 pub fn schedule(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<NodeName, Unschedulable> {
     schedule_with(pod, nodes, pods, &default_scorers())
 }
@@ -399,7 +462,9 @@ pub fn schedule_with(
             return Err(Unschedulable { reasons, message });
         }
     };
-    let mut best: Option<(u64, &str)> = None;
+    let same_set = same_set_counts(pod, pods);
+    // (pods of the set there, score, name): fewer first, then higher score, then the name.
+    let mut best: Option<(usize, u64, &str)> = None;
     let mut reasons = BTreeMap::new();
     for node in nodes {
         let info = NodeInfo::new(node, pods);
@@ -409,17 +474,18 @@ pub fn schedule_with(
             reasons.insert(NodeName(name.to_string()), why);
             continue;
         }
+        let spread = same_set.get(name).copied().unwrap_or(0);
         let score: u64 = scorers.iter().map(|s| s.score(pod, &requests, &info)).sum();
         let better = match best {
             None => true,
-            Some((s, n)) => score > s || (score == s && name < n),
+            Some((c, s, n)) => (spread, std::cmp::Reverse(score), name) < (c, std::cmp::Reverse(s), n),
         };
         if better {
-            best = Some((score, name));
+            best = Some((spread, score, name));
         }
     }
     match best {
-        Some((_, name)) => Ok(NodeName(name.to_string())),
+        Some((_, _, name)) => Ok(NodeName(name.to_string())),
         None => {
             let message = summary(nodes.len(), &reasons);
             Err(Unschedulable { reasons, message })

@@ -292,3 +292,59 @@ async fn room_is_not_handed_out_twice() {
     assert_eq!(h.wait_bound("d").await, "n1");
     h.stop().await;
 }
+
+/// A launcher pod of replica set `set`, as the controller makes it (the VMI's labels copied).
+fn replica(set: &str, extra: Value) -> Value {
+    let mut v = json!({"metadata": {"labels": {"kubevirt.io/vmReplicaSet": set, "kubevirt.io": "virt-launcher"}}});
+    merge(&mut v, extra);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_set_spread_over_nodes_within_the_placement_rules() {
+    let h = Harness::start().await;
+    // Unequal nodes: by room alone most replicas would go to "big".
+    h.node("big", "16", "32Gi", json!({})).await;
+    h.node("mid", "4", "8Gi", json!({"metadata": {"labels": {"zone": "b"}}})).await;
+    h.node("small", "4", "8Gi", json!({"metadata": {"labels": {"zone": "b"}}})).await;
+    // Six replicas created in one burst (placed in one scheduling pass, or several).
+    for i in 0..6 {
+        h.pod(&format!("web-{i}"), "100m", "512Mi", replica("web", json!({}))).await;
+    }
+    let mut per_node = std::collections::BTreeMap::new();
+    for i in 0..6 {
+        *per_node.entry(h.wait_bound(&format!("web-{i}")).await).or_insert(0) += 1;
+    }
+    assert_eq!(per_node, [("big".to_string(), 2), ("mid".to_string(), 2), ("small".to_string(), 2)].into());
+
+    // A pod of no set goes by room: the big node.
+    h.pod("plain", "100m", "512Mi", json!({})).await;
+    assert_eq!(h.wait_bound("plain").await, "big");
+
+    // A set restricted to zone b (nodeSelector for one, required node affinity for the others)
+    // spreads over the two nodes of zone b only.
+    let affinity = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}]
+    }}}}});
+    h.pod("db-0", "100m", "512Mi", replica("db", json!({"spec": {"nodeSelector": {"zone": "b"}}}))).await;
+    for i in 1..4 {
+        h.pod(&format!("db-{i}"), "100m", "512Mi", replica("db", affinity.clone())).await;
+    }
+    let mut per_node = std::collections::BTreeMap::new();
+    for i in 0..4 {
+        *per_node.entry(h.wait_bound(&format!("db-{i}")).await).or_insert(0) += 1;
+    }
+    assert_eq!(per_node, [("mid".to_string(), 2), ("small".to_string(), 2)].into());
+
+    // Nothing matches: the replica stays unbound and says why.
+    let nowhere = json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["c"]}]}]
+    }}}}});
+    h.pod("db-9", "100m", "512Mi", replica("db", nowhere)).await;
+    let message = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.";
+    h.wait_unschedulable("db-9", message).await;
+    h.stays_unbound("db-9", 1).await;
+    let events = h.events_about("db-9", "FailedScheduling").await;
+    assert_eq!(events.iter().filter_map(|e| e.note.as_deref()).collect::<Vec<_>>(), [message]);
+    h.stop().await;
+}

@@ -401,6 +401,11 @@ fn validate_firmware(
                         &c,
                         "at least one of kernelPath and initrdPath is required",
                     ));
+                } else if container.kernel_path.is_none() {
+                    errs.push(FieldError::required(
+                        c.child("kernelPath"),
+                        "an initrd boots only with a kernel: set kernelPath (QEMU cannot load an initrd alone)",
+                    ));
                 }
                 for (name, path) in [
                     ("kernelPath", &container.kernel_path),
@@ -1801,12 +1806,19 @@ mod tests {
             FieldErrorKind::Invalid,
         );
         let errs = errors(|v| {
-            v["domain"]["firmware"] =
-                json!({"kernelBoot": {"container": {"image": " ", "initrdPath": "/initrd"}}})
+            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": " ", "kernelPath": "/vmlinuz"}}})
         });
         only(
             &errs,
             "spec.domain.firmware.kernelBoot.container.image",
+            FieldErrorKind::Required,
+        );
+        let errs = errors(|v| {
+            v["domain"]["firmware"] = json!({"kernelBoot": {"container": {"image": "k", "initrdPath": "/initrd"}}})
+        });
+        only(
+            &errs,
+            "spec.domain.firmware.kernelBoot.container.kernelPath",
             FieldErrorKind::Required,
         );
     }

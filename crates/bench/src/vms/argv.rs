@@ -60,7 +60,7 @@ pub fn folder_refs(args: &[String], dir: &str) -> Vec<FolderRef> {
     for (i, arg) in args.iter().enumerate() {
         let option = i.checked_sub(1).map(|j| args[j].as_str());
         let role = match option {
-            Some("-chardev") => Role::Socket,
+            Some("-chardev") | Some("-vnc") => Role::Socket,
             Some("-pidfile") => Role::Pidfile,
             _ => Role::Disk,
         };

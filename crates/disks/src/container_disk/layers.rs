@@ -1,4 +1,5 @@
-//! Finding and extracting the one disk file of a containerDisk image.
+//! Finding and extracting the one disk file of a containerDisk image, or the kernel and initrd of
+//! a kernelBoot container.
 //!
 //! The layers are applied in order, as a container runtime would stack them, OCI whiteouts
 //! included (`.wh.NAME` hides `NAME` of lower layers, `.wh..wh..opq` hides a folder's lower
@@ -15,6 +16,10 @@
 //!   end of the last layer: exactly one file left, or refuse (none / several)
 //! ```
 //!
+//! A kernelBoot container runs one walk per file it names (`kernelPath`, `initrdPath`), each
+//! looking for exactly that path, with the same rules: links or special files on the way to it are
+//! refused (they could point anywhere on the node), whiteouts hide it.
+//!
 //! [`Extraction`] carries that out on layer blobs on disk (tar, or gzip-compressed tar), writing
 //! candidate files sparsely into the pull's temporary folder.
 
@@ -24,8 +29,80 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::cache::{BootPaths, INITRD_FILE, KERNEL_FILE};
 use crate::format::read_header;
 use crate::DiskFormat;
+
+/// A path in an image as a user writes it (`/boot/vmlinuz`), as the tar entries name it
+/// (`boot/vmlinuz`): `None` unless absolute, without `..`, and naming more than the root.
+pub(crate) fn image_file_path(raw: &str) -> Option<String> {
+    if !raw.starts_with('/') {
+        return None;
+    }
+    let parts: Vec<&str> = raw
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return None;
+    }
+    Some(parts.join("/"))
+}
+
+/// One of the files of a kernelBoot container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BootFile {
+    /// `kernelPath`.
+    Kernel,
+    /// `initrdPath`.
+    Initrd,
+}
+
+impl BootFile {
+    /// The spec field that names the file.
+    pub fn field(self) -> &'static str {
+        match self {
+            BootFile::Kernel => "spec.domain.firmware.kernelBoot.container.kernelPath",
+            BootFile::Initrd => "spec.domain.firmware.kernelBoot.container.initrdPath",
+        }
+    }
+
+    /// The file's name in its cache entry.
+    pub(crate) fn file_name(self) -> &'static str {
+        match self {
+            BootFile::Kernel => KERNEL_FILE,
+            BootFile::Initrd => INITRD_FILE,
+        }
+    }
+}
+
+/// What a pull takes out of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// A containerDisk's disk file.
+    Disk(DiskLocation),
+    /// A kernelBoot container's files (relative, normalized paths).
+    Boot(BootPaths),
+}
+
+impl Wanted {
+    /// The files of a kernelBoot container, from `kernelPath` and `initrdPath` as written.
+    pub(crate) fn boot(kernel: Option<&str>, initrd: Option<&str>) -> Result<Self, ImageError> {
+        let clean = |file: BootFile, raw: Option<&str>| {
+            raw.map(|raw| {
+                image_file_path(raw).ok_or_else(|| ImageError::BadBootPath {
+                    file,
+                    path: raw.to_string(),
+                })
+            })
+            .transpose()
+        };
+        Ok(Wanted::Boot(BootPaths {
+            kernel: clean(BootFile::Kernel, kernel)?,
+            initrd: clean(BootFile::Initrd, initrd)?,
+        }))
+    }
+}
 
 /// Where the disk file sits in the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,20 +119,11 @@ impl DiskLocation {
         let Some(raw) = image_path else {
             return Ok(DiskLocation::DiskDir);
         };
-        let bad = || ImageError::BadImagePath {
-            path: raw.to_string(),
-        };
-        if !raw.starts_with('/') {
-            return Err(bad());
-        }
-        let parts: Vec<&str> = raw
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        if parts.is_empty() || parts.contains(&"..") {
-            return Err(bad());
-        }
-        Ok(DiskLocation::Path(parts.join("/")))
+        image_file_path(raw)
+            .map(DiskLocation::Path)
+            .ok_or_else(|| ImageError::BadImagePath {
+                path: raw.to_string(),
+            })
     }
 
     fn describe(&self) -> String {
@@ -161,6 +229,34 @@ pub enum ImageError {
         /// The path given.
         path: String,
     },
+    /// `kernelPath` or `initrdPath` is not a clean absolute path in the image.
+    #[error("{} {path:?} must be an absolute path inside the image, without '..'", .file.field())]
+    BadBootPath {
+        /// Which file.
+        file: BootFile,
+        /// The path given.
+        path: String,
+    },
+    /// Neither `kernelPath` nor `initrdPath`.
+    #[error("spec.domain.firmware.kernelBoot.container names no file: set kernelPath (and initrdPath if the kernel needs one)")]
+    NoBootFiles,
+    /// No regular file at `kernelPath` or `initrdPath`.
+    #[error("{} /{path}: the image has no regular file there", .file.field())]
+    MissingBootFile {
+        /// Which file.
+        file: BootFile,
+        /// Its path in the image.
+        path: String,
+    },
+    /// A link or special file where `kernelPath` or `initrdPath` leads.
+    #[error("{}: {source}", .file.field())]
+    BootFileEntry {
+        /// Which file.
+        file: BootFile,
+        /// What is there.
+        #[source]
+        source: Box<ImageError>,
+    },
 }
 
 /// The kind of a tar entry, as far as the walk cares.
@@ -205,6 +301,14 @@ impl LayerWalk {
             location,
             layer: 0,
             files: BTreeMap::new(),
+        }
+    }
+
+    /// The one path this walk looks for, if it looks for one path.
+    pub(crate) fn wanted_path(&self) -> Option<&str> {
+        match &self.location {
+            DiskLocation::DiskDir => None,
+            DiskLocation::Path(p) => Some(p),
         }
     }
 
@@ -350,36 +454,59 @@ impl From<io::Error> for ExtractError {
     }
 }
 
-/// The disk file extracted from an image, in the pull's temporary folder.
+/// The disk file extracted from an image (`disk.<format>` in the pull's temporary folder).
 #[derive(Debug)]
 pub(crate) struct ExtractedDisk {
-    pub(crate) path: PathBuf,
     pub(crate) format: DiskFormat,
     pub(crate) size: u64,
 }
 
-/// Applies layer blobs in order and extracts the disk candidates into `dir`.
+/// One walk of an extraction: the disk, or one kernelBoot file.
+#[derive(Debug)]
+struct Walk {
+    /// `None` for a containerDisk's disk.
+    boot_file: Option<BootFile>,
+    walk: LayerWalk,
+    /// Candidates extracted so far: path in the image -> file in the temporary folder.
+    extracted: BTreeMap<String, PathBuf>,
+}
+
+/// Applies layer blobs in order and extracts the wanted files' candidates into `dir`.
 #[derive(Debug)]
 pub(crate) struct Extraction {
-    walk: LayerWalk,
+    walks: Vec<Walk>,
     dir: PathBuf,
-    extracted: BTreeMap<String, PathBuf>,
     next: usize,
 }
 
 impl Extraction {
-    pub(crate) fn new(location: DiskLocation, dir: &Path) -> Self {
-        Extraction {
+    pub(crate) fn new(wanted: Wanted, dir: &Path) -> Self {
+        let walk = |boot_file, location| Walk {
+            boot_file,
             walk: LayerWalk::new(location),
-            dir: dir.to_path_buf(),
             extracted: BTreeMap::new(),
+        };
+        let walks = match wanted {
+            Wanted::Disk(location) => vec![walk(None, location)],
+            Wanted::Boot(BootPaths { kernel, initrd }) => {
+                [(BootFile::Kernel, kernel), (BootFile::Initrd, initrd)]
+                    .into_iter()
+                    .filter_map(|(file, path)| Some(walk(Some(file), DiskLocation::Path(path?))))
+                    .collect()
+            }
+        };
+        Extraction {
+            walks,
+            dir: dir.to_path_buf(),
             next: 0,
         }
     }
 
     /// Reads the layer blob at `blob` (a tar, gzip-compressed or not).
     pub(crate) fn apply_layer(&mut self, index: usize, blob: &Path) -> Result<(), ExtractError> {
-        self.walk.begin_layer(index);
+        for w in &mut self.walks {
+            w.walk.begin_layer(index);
+        }
         let mut file = File::open(blob)?;
         let mut magic = [0u8; 4];
         let n = read_full(&mut file, &mut magic)?;
@@ -406,34 +533,63 @@ impl Extraction {
                 tar::EntryType::Link => EntryKind::HardLink,
                 other => EntryKind::Other(format!("{other:?}").to_lowercase()),
             };
-            let outcome = self.walk.entry(&path, kind)?;
-            for gone in outcome.dropped {
-                if let Some(file) = self.extracted.remove(&gone) {
-                    fs::remove_file(file)?;
+            // The entry's content can be read once: into the first walk that wants it, copied
+            // for the others (a kernelPath equal to the initrdPath).
+            let mut first_copy: Option<PathBuf> = None;
+            for w in &mut self.walks {
+                let outcome =
+                    w.walk
+                        .entry(&path, kind.clone())
+                        .map_err(|e| match (w.boot_file, e) {
+                            (
+                                Some(file),
+                                e @ (ImageError::Link { .. } | ImageError::UnsupportedEntry { .. }),
+                            ) => ImageError::BootFileEntry {
+                                file,
+                                source: Box::new(e),
+                            },
+                            (_, e) => e,
+                        })?;
+                for gone in outcome.dropped {
+                    if let Some(file) = w.extracted.remove(&gone) {
+                        fs::remove_file(file)?;
+                    }
                 }
-            }
-            if let Some(candidate) = outcome.extract {
+                let Some(candidate) = outcome.extract else {
+                    continue;
+                };
                 let target = self.dir.join(format!("extract-{}", self.next));
                 self.next += 1;
-                let mut out = File::create_new(&target)?;
-                copy_sparse(&mut entry, &mut out).map_err(|(side, e)| match side {
-                    CopySide::Read => ExtractError::Image(malformed(e)),
-                    CopySide::Write => ExtractError::Io(e),
-                })?;
-                self.extracted.insert(candidate, target);
+                match &first_copy {
+                    Some(first) => {
+                        fs::copy(first, &target)?;
+                    }
+                    None => {
+                        let mut out = File::create_new(&target)?;
+                        copy_sparse(&mut entry, &mut out).map_err(|(side, e)| match side {
+                            CopySide::Read => ExtractError::Image(malformed(e)),
+                            CopySide::Write => ExtractError::Io(e),
+                        })?;
+                        first_copy = Some(target.clone());
+                    }
+                }
+                w.extracted.insert(candidate, target);
             }
         }
         Ok(())
     }
 
-    /// After the last layer: the one disk file, renamed to `disk.<format>`, read-only, synced.
-    pub(crate) fn finish(mut self) -> Result<ExtractedDisk, ExtractError> {
-        let chosen = self.walk.finish()?;
-        let source = self
+    /// After the last layer, for a containerDisk: the one disk file, renamed to
+    /// `disk.<format>`, read-only, synced.
+    pub(crate) fn finish_disk(mut self) -> Result<ExtractedDisk, ExtractError> {
+        let [mut w] = <[Walk; 1]>::try_from(std::mem::take(&mut self.walks))
+            .map_err(|_| io::Error::other("a disk extraction has one walk"))?;
+        let chosen = w.walk.finish()?;
+        let source = w
             .extracted
             .remove(&chosen)
             .ok_or_else(|| io::Error::other("extracted disk file missing"))?;
-        for (_, other) in std::mem::take(&mut self.extracted) {
+        for (_, other) in std::mem::take(&mut w.extracted) {
             fs::remove_file(other)?;
         }
         let format = DiskFormat::check_self_contained(&read_header(&source)?)
@@ -444,7 +600,36 @@ impl Extraction {
         file.sync_all()?;
         let size = file.metadata()?.len();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
-        Ok(ExtractedDisk { path, format, size })
+        Ok(ExtractedDisk { format, size })
+    }
+
+    /// After the last layer, for a kernelBoot container: each wanted file renamed to `kernel` or
+    /// `initrd` in the folder, read-only, synced.
+    pub(crate) fn finish_boot(mut self) -> Result<(), ExtractError> {
+        for mut w in std::mem::take(&mut self.walks) {
+            let file = w
+                .boot_file
+                .ok_or_else(|| io::Error::other("a disk walk in a kernelBoot extraction"))?;
+            let chosen = w.walk.finish().map_err(|e| match e {
+                ImageError::NoDiskFile { .. } => ImageError::MissingBootFile {
+                    file,
+                    path: w.walk.wanted_path().unwrap_or_default().to_string(),
+                },
+                e => e,
+            })?;
+            let source = w
+                .extracted
+                .remove(&chosen)
+                .ok_or_else(|| io::Error::other("extracted kernelBoot file missing"))?;
+            for (_, other) in std::mem::take(&mut w.extracted) {
+                fs::remove_file(other)?;
+            }
+            let path = self.dir.join(file.file_name());
+            fs::rename(&source, &path)?;
+            File::open(&path)?.sync_all()?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o444))?;
+        }
+        Ok(())
     }
 }
 
@@ -666,6 +851,86 @@ mod tests {
             DiskLocation::from_image_path(None).unwrap(),
             DiskLocation::DiskDir
         );
+    }
+
+    #[test]
+    fn boot_paths_are_clean_absolute_paths_in_the_image() {
+        assert_eq!(
+            Wanted::boot(Some("/boot//./vmlinuz"), None),
+            Ok(Wanted::Boot(BootPaths {
+                kernel: Some("boot/vmlinuz".into()),
+                initrd: None
+            }))
+        );
+        for bad in ["boot/vmlinuz", "/boot/../../x", "/", "", "/.."] {
+            assert_eq!(
+                Wanted::boot(Some("/k"), Some(bad)),
+                Err(ImageError::BadBootPath {
+                    file: BootFile::Initrd,
+                    path: bad.into()
+                }),
+                "{bad}"
+            );
+        }
+    }
+
+    /// One layer blob (plain tar) with these regular files, in a temporary folder.
+    fn blob(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        let path = dir.join("layer.tar");
+        fs::write(&path, builder.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn boot_extraction_writes_kernel_and_initrd_even_from_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = blob(
+            dir.path(),
+            &[("boot/vmlinuz", b"K1"), ("boot/vmlinuz", b"K2"), ("x", b"")],
+        );
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let wanted = Wanted::boot(Some("/boot/vmlinuz"), Some("/boot/vmlinuz")).unwrap();
+        let mut extraction = Extraction::new(wanted, &out);
+        extraction.apply_layer(0, &layer).unwrap();
+        extraction.finish_boot().unwrap();
+        let mut names: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [INITRD_FILE, KERNEL_FILE],
+            "replaced candidates removed"
+        );
+        assert_eq!(fs::read(out.join(KERNEL_FILE)).unwrap(), b"K2");
+        assert_eq!(fs::read(out.join(INITRD_FILE)).unwrap(), b"K2");
+        let mode = fs::metadata(out.join(KERNEL_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o444);
+
+        let out2 = dir.path().join("out2");
+        fs::create_dir(&out2).unwrap();
+        let wanted = Wanted::boot(Some("/boot/vmlinuz"), Some("/boot/initrd")).unwrap();
+        let mut extraction = Extraction::new(wanted, &out2);
+        extraction.apply_layer(0, &layer).unwrap();
+        match extraction.finish_boot() {
+            Err(ExtractError::Image(ImageError::MissingBootFile { file, path })) => {
+                assert_eq!((file, path.as_str()), (BootFile::Initrd, "boot/initrd"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! containerDisk: a VM disk shipped as an OCI image (one file under `/disk/`, raw or qcow2), pulled
-//! into the node's cache once and given to each VMI as a copy-on-write overlay.
+//! into the node's cache once and given to each VMI as a copy-on-write overlay. The same pull,
+//! cache and registry rules serve a kernelBoot container ([`pull_kernel_boot`]): its kernel and
+//! initrd are taken out of the image at `kernelPath` and `initrdPath` and kept in the cache by
+//! digest, read-only; QEMU reads them from there.
 //!
 //! ```text
 //!   pull(cache_dir, image, options)
@@ -13,6 +16,7 @@
 //!     per layer: blob ─► tmp/<digest>.<rand>/layer-N.blob (digest and size checked)
 //!                      ─► tar / tar+gzip walk, candidates extracted sparsely   (layers)
 //!     one disk file ─► self-contained qcow2 or raw ─► disk.<fmt>, 0444
+//!       (kernelBoot: the files at kernelPath / initrdPath ─► kernel, initrd, 0444)
 //!     rename tmp/<digest>.<rand> ─► images/sha256/<digest>; index.json updated     (cache)
 //!
 //!   overlay(cached, vm_dir, name): qemu-img create -f qcow2 -F <fmt> -b <cached> <vm_dir>/<name>.qcow2
@@ -46,10 +50,12 @@ use crate::qemu_img::{self, QemuImgError};
 use crate::{DiskFormat, VmFileError};
 
 pub use auth::{credentials_from_pull_secret, RegistryCredentials};
+#[cfg(feature = "testing")]
 pub(crate) use cache::hex;
-use cache::{Cache, CacheKey};
-pub use layers::ImageError;
-use layers::{DiskLocation, ExtractError, Extraction};
+use cache::{BootPaths, Cache, CacheKey, CachedEntry, Holds};
+pub(crate) use layers::image_file_path;
+pub use layers::{BootFile, ImageError};
+use layers::{DiskLocation, ExtractError, Extraction, Wanted};
 use transport::Transport;
 
 /// KubeVirt's `imagePullPolicy` (Kubernetes' semantics).
@@ -89,7 +95,7 @@ impl PullPolicy {
 }
 
 /// How to pull.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PullOptions {
     /// When to contact the registry.
     pub policy: PullPolicy,
@@ -118,6 +124,49 @@ pub struct CachedDisk {
     pub size: u64,
     /// Whether this call downloaded it (false: it was in the cache).
     pub downloaded: bool,
+}
+
+/// The files of a kernelBoot container, as `kernelBoot.container` names them: absolute paths in
+/// the image. At least one is set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelBootFiles {
+    /// `kernelPath`.
+    pub kernel_path: Option<String>,
+    /// `initrdPath`.
+    pub initrd_path: Option<String>,
+}
+
+/// A kernelBoot container's files in the node's cache (read-only, never written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedKernelBoot {
+    /// The image reference, normalized.
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: String,
+    /// The kernel, if `kernelPath` was given.
+    pub kernel: Option<PathBuf>,
+    /// The initrd, if `initrdPath` was given.
+    pub initrd: Option<PathBuf>,
+    /// Whether this call downloaded it (false: it was in the cache).
+    pub downloaded: bool,
+}
+
+/// What an image is pulled as, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageUse {
+    /// A `containerDisk` volume.
+    ContainerDisk,
+    /// `spec.domain.firmware.kernelBoot.container`.
+    KernelBoot,
+}
+
+impl std::fmt::Display for ImageUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageUse::ContainerDisk => "containerDisk",
+            ImageUse::KernelBoot => "kernelBoot container",
+        })
+    }
 }
 
 /// One image in the node's cache, as `fvctl image ls` shows it.
@@ -218,11 +267,13 @@ pub enum PullError {
         /// The digest.
         digest: String,
     },
-    /// The image's content is not a usable containerDisk.
-    #[error("image {image} is not a usable containerDisk: {source}")]
+    /// The image's content is not usable as what it was pulled for.
+    #[error("image {image} is not a usable {used_as}: {source}")]
     Image {
         /// The image.
         image: String,
+        /// What it was pulled as.
+        used_as: ImageUse,
         /// What is wrong with it.
         #[source]
         source: ImageError,
@@ -268,16 +319,80 @@ pub async fn pull(
             source,
         })?;
     let span = tracing::info_span!("pull", image = %reference.whole());
-    Puller {
+    let puller = Puller {
         cache: Cache::new(cache_dir),
         cache_dir: cache_dir.to_path_buf(),
         whole: reference.whole(),
         reference,
         options,
+        used_as: ImageUse::ContainerDisk,
+    };
+    let location = DiskLocation::from_image_path(options.image_path.as_deref())
+        .map_err(|source| puller.image_error(source))?;
+    let pulled = puller.run(Wanted::Disk(location)).instrument(span).await?;
+    match pulled.entry {
+        CachedEntry::Disk(file) => Ok(CachedDisk {
+            reference: puller.whole,
+            digest: pulled.digest,
+            path: file.path,
+            format: file.format,
+            size: file.size,
+            downloaded: pulled.downloaded,
+        }),
+        CachedEntry::Boot(_) => Err(puller.cache_error(io::Error::other(
+            "a containerDisk pull found a kernelBoot cache entry",
+        ))),
     }
-    .run()
-    .instrument(span)
-    .await
+}
+
+/// Pulls the kernelBoot container `image` into the cache under `cache_dir` (as [`pull`] does a
+/// containerDisk: same policies, registries and cache) and returns its kernel and initrd, taken
+/// from the image at `files`. `options.image_path` is not used.
+pub async fn pull_kernel_boot(
+    cache_dir: &Path,
+    image: &str,
+    files: &KernelBootFiles,
+    options: &PullOptions,
+) -> Result<CachedKernelBoot, PullError> {
+    let reference: Reference = image
+        .parse()
+        .map_err(|source| PullError::InvalidReference {
+            image: image.to_string(),
+            source,
+        })?;
+    let span = tracing::info_span!("pull_kernel_boot", image = %reference.whole());
+    let puller = Puller {
+        cache: Cache::new(cache_dir),
+        cache_dir: cache_dir.to_path_buf(),
+        whole: reference.whole(),
+        reference,
+        options,
+        used_as: ImageUse::KernelBoot,
+    };
+    let wanted = Wanted::boot(files.kernel_path.as_deref(), files.initrd_path.as_deref())
+        .map_err(|source| puller.image_error(source))?;
+    if matches!(
+        &wanted,
+        Wanted::Boot(BootPaths {
+            kernel: None,
+            initrd: None
+        })
+    ) {
+        return Err(puller.image_error(ImageError::NoBootFiles));
+    }
+    let pulled = puller.run(wanted).instrument(span).await?;
+    match pulled.entry {
+        CachedEntry::Boot(files) => Ok(CachedKernelBoot {
+            reference: puller.whole,
+            digest: pulled.digest,
+            kernel: files.kernel,
+            initrd: files.initrd,
+            downloaded: pulled.downloaded,
+        }),
+        CachedEntry::Disk(_) => Err(puller.cache_error(io::Error::other(
+            "a kernelBoot pull found a containerDisk cache entry",
+        ))),
+    }
 }
 
 /// The images in the node's cache, in the order they were recorded. Entries whose files are gone
@@ -290,7 +405,11 @@ pub fn list_cached(cache_dir: &Path) -> Result<Vec<CachedImage>, PullError> {
     };
     let mut images = Vec::new();
     for entry in cache.read_index().map_err(cache_error)? {
-        let Ok(key) = CacheKey::new(&entry.digest, entry.image_path.as_deref()) else {
+        // kernelBoot entries hold no disk: not listed here.
+        let holds @ Holds::Disk { .. } = entry.holds() else {
+            continue;
+        };
+        let Ok(key) = CacheKey::holding(&entry.digest, holds) else {
             continue;
         };
         if let Some(file) = cache.lookup(&key).map_err(cache_error)? {
@@ -334,29 +453,37 @@ struct Puller<'a> {
     reference: Reference,
     whole: String,
     options: &'a PullOptions,
+    used_as: ImageUse,
+}
+
+/// A complete cache entry a pull found or made.
+struct Pulled {
+    digest: String,
+    entry: CachedEntry,
+    downloaded: bool,
 }
 
 impl Puller<'_> {
-    async fn run(&self) -> Result<CachedDisk, PullError> {
-        let location = DiskLocation::from_image_path(self.options.image_path.as_deref())
-            .map_err(|source| self.image_error(source))?;
-        let image_path = match &location {
-            DiskLocation::DiskDir => None,
-            DiskLocation::Path(p) => Some(p.clone()),
+    async fn run(&self, wanted: Wanted) -> Result<Pulled, PullError> {
+        let holds = match &wanted {
+            Wanted::Disk(DiskLocation::DiskDir) => Holds::Disk { image_path: None },
+            Wanted::Disk(DiskLocation::Path(p)) => Holds::Disk {
+                image_path: Some(p.clone()),
+            },
+            Wanted::Boot(paths) => Holds::Boot(paths.clone()),
         };
-        let image_path = image_path.as_deref();
 
         if self.options.policy != PullPolicy::Always || self.reference.digest().is_some() {
             let known = match self.reference.digest() {
                 Some(d) => Some(d.to_string()),
                 None => self
                     .cache
-                    .index_digest(&self.whole, image_path)
+                    .index_digest(&self.whole, &holds)
                     .map_err(|e| self.cache_error(e))?,
             };
             if let Some(digest) = known {
-                let key = self.key(&digest, image_path)?;
-                if let Some(hit) = self.cached(&key, image_path).await? {
+                let key = self.key(&digest, &holds)?;
+                if let Some(hit) = self.cached(&key).await? {
                     tracing::debug!(digest, "using the cached image");
                     return Ok(hit);
                 }
@@ -381,8 +508,8 @@ impl Puller<'_> {
             Ok(found) => found,
             Err(source) => return Err(self.classify(&registry, transport, source).await),
         };
-        let key = self.key(&digest, image_path)?;
-        if let Some(hit) = self.cached(&key, image_path).await? {
+        let key = self.key(&digest, &holds)?;
+        if let Some(hit) = self.cached(&key).await? {
             tracing::debug!(digest, "the registry's digest is cached");
             return Ok(hit);
         }
@@ -393,7 +520,7 @@ impl Puller<'_> {
                 move || cache.lock(&key)
             })
             .await?;
-        if let Some(hit) = self.cached(&key, image_path).await? {
+        if let Some(hit) = self.cached(&key).await? {
             tracing::debug!(digest, "pulled meanwhile by another pull");
             return Ok(hit);
         }
@@ -403,7 +530,7 @@ impl Puller<'_> {
                 move || {
                     cache.remove_stale_temp_dirs(&key)?;
                     let temp = cache.temp_dir(&key)?;
-                    let extraction = Extraction::new(location, temp.path());
+                    let extraction = Extraction::new(wanted, temp.path());
                     Ok((temp, extraction))
                 }
             })
@@ -425,59 +552,59 @@ impl Puller<'_> {
             .map_err(|e| self.extract_error(e))?;
         }
         let (temp, extraction) = work;
-        let (extracted, temp) =
-            tokio::task::spawn_blocking(move || extraction.finish().map(|disk| (disk, temp)))
-                .await
-                .map_err(|e| self.cache_error(io::Error::other(e)))?
-                .map_err(|e| self.extract_error(e))?;
-        let file_name = extracted
-            .path
-            .file_name()
-            .expect("extracted disk has a name")
-            .to_owned();
-        let dir = self
-            .blocking({
-                let (cache, key) = (self.cache.clone(), key.clone());
-                move || cache.commit(&key, temp)
-            })
-            .await?;
-        self.record(&key, image_path).await?;
-        tracing::info!(digest, format = %extracted.format, size = extracted.size, "pulled");
-        Ok(CachedDisk {
-            reference: self.whole.clone(),
-            digest: key.digest(),
-            path: dir.join(file_name),
-            format: extracted.format,
-            size: extracted.size,
+        let boot = matches!(holds, Holds::Boot(_));
+        let temp = tokio::task::spawn_blocking(move || {
+            if boot {
+                extraction.finish_boot()
+            } else {
+                extraction.finish_disk().map(|disk| {
+                    tracing::info!(format = %disk.format, size = disk.size, "disk extracted");
+                })
+            }
+            .map(|()| temp)
+        })
+        .await
+        .map_err(|e| self.cache_error(io::Error::other(e)))?
+        .map_err(|e| self.extract_error(e))?;
+        self.blocking({
+            let (cache, key) = (self.cache.clone(), key.clone());
+            move || cache.commit(&key, temp)
+        })
+        .await?;
+        let Some(pulled) = self.cached(&key).await? else {
+            return Err(self.cache_error(io::Error::other(format!(
+                "the entry of {digest} is incomplete right after it was made"
+            ))));
+        };
+        tracing::info!(digest, "pulled");
+        Ok(Pulled {
             downloaded: true,
+            ..pulled
         })
     }
 
     /// The cache entry of `key`, recorded in the index under this reference, if complete.
-    async fn cached(
-        &self,
-        key: &CacheKey,
-        image_path: Option<&str>,
-    ) -> Result<Option<CachedDisk>, PullError> {
-        let Some(file) = self.cache.lookup(key).map_err(|e| self.cache_error(e))? else {
+    async fn cached(&self, key: &CacheKey) -> Result<Option<Pulled>, PullError> {
+        let Some(entry) = self
+            .cache
+            .lookup_entry(key)
+            .map_err(|e| self.cache_error(e))?
+        else {
             return Ok(None);
         };
-        self.record(key, image_path).await?;
-        Ok(Some(CachedDisk {
-            reference: self.whole.clone(),
+        self.record(key).await?;
+        Ok(Some(Pulled {
             digest: key.digest(),
-            path: file.path,
-            format: file.format,
-            size: file.size,
+            entry,
             downloaded: false,
         }))
     }
 
-    async fn record(&self, key: &CacheKey, image_path: Option<&str>) -> Result<(), PullError> {
+    async fn record(&self, key: &CacheKey) -> Result<(), PullError> {
         let cache = self.cache.clone();
         let (reference, digest) = (self.whole.clone(), key.digest());
-        let image_path = image_path.map(str::to_string);
-        self.blocking(move || cache.record(&reference, &digest, image_path.as_deref(), Utc::now()))
+        let holds = key.holds().clone();
+        self.blocking(move || cache.record(&reference, &digest, &holds, Utc::now()))
             .await
     }
 
@@ -566,8 +693,8 @@ impl Puller<'_> {
         self.registry_error(registry, source)
     }
 
-    fn key(&self, digest: &str, image_path: Option<&str>) -> Result<CacheKey, PullError> {
-        CacheKey::new(digest, image_path).map_err(|_| PullError::UnsupportedDigest {
+    fn key(&self, digest: &str, holds: &Holds) -> Result<CacheKey, PullError> {
+        CacheKey::holding(digest, holds.clone()).map_err(|_| PullError::UnsupportedDigest {
             image: self.whole.clone(),
             digest: digest.to_string(),
         })
@@ -595,6 +722,7 @@ impl Puller<'_> {
     fn image_error(&self, source: ImageError) -> PullError {
         PullError::Image {
             image: self.whole.clone(),
+            used_as: self.used_as,
             source,
         }
     }

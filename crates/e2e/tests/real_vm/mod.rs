@@ -236,17 +236,6 @@ pub async fn console_shows(dir: &Path, needle: &str, secs: u64, logs: &(dyn Fn()
     .await;
 }
 
-/// Put before each command typed on the guest's serial console.
-///
-/// The test guest ends up with several shells reading ttyS0, all but the newest without it as
-/// their controlling terminal (seen: a dozen `sh` session leaders, one with tty_nr 4:64). The
-/// likely cause: its `ferrovirt-vt-shell` runs `setsid cttyhack /bin/sh` for tty1, and cttyhack
-/// picks the kernel's last active console (ttyS0) and steals it as controlling tty. Such a shell, with job
-/// control on, fails every external command ("can't set tty process group: Inappropriate ioctl for
-/// device", exit status 2, no output). `set +m` turns job control off in whichever shell reads the
-/// line, so `cat` and `poweroff` run there as well.
-pub const SHELL_PREFIX: &str = "set +m; ";
-
 /// Connect to the serial console of the VM in `dir`.
 pub async fn console_connect(dir: &Path) -> std::io::Result<UnixStream> {
     UnixStream::connect(dir.join(spec::CONSOLE_SOCKET)).await
@@ -277,7 +266,7 @@ pub async fn poweroff_from_inside(dir: &Path, secs: u64, logs: &(dyn Fn() -> Str
         }
         if let Ok(mut console) = console_connect(dir).await {
             // An empty line first: whatever was typed before is submitted and a fresh prompt comes.
-            let _ = console.write_all(format!("\n{}poweroff\n", SHELL_PREFIX).as_bytes()).await;
+            let _ = console.write_all("\npoweroff\n".to_string().as_bytes()).await;
             let _ = console.flush().await;
             let resend_at = tokio::time::Instant::now() + Duration::from_secs(15);
             let mut buf = [0u8; 4096];
@@ -328,7 +317,7 @@ pub async fn guest_uptime(dir: &Path, secs: u64) -> anyhow::Result<f64> {
         // The answer line is `UPTIME<n>=<seconds> <idle>`; the echo of the typed line has
         // `$(cat ...)` after the `=`, so it never parses as an answer.
         let tag = format!("UPTIME{attempt}=");
-        console.write_all(format!("\n{SHELL_PREFIX}echo {tag}$(cat /proc/uptime)\n").as_bytes()).await?;
+        console.write_all(format!("\necho {tag}$(cat /proc/uptime)\n").as_bytes()).await?;
         let mut seen = Vec::new();
         let ask_until = (tokio::time::Instant::now() + Duration::from_secs(10)).min(deadline);
         let mut buf = [0u8; 4096];
@@ -440,4 +429,48 @@ pub async fn vm_subresource(client: &kube::Client, vm: &str, action: &str) -> (h
     let status = resp.status();
     let body = resp.into_body().collect_bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// Type `command` on the serial console of the VM in `dir` (the guest's root shell) and return the
+/// first whole output line after it for which `answer` is true, retrying for up to `secs` (the
+/// shell may come up a moment after the boot marker). Lines are taken without their `\r`; the echo
+/// of the typed line itself is never an answer.
+pub async fn console_answer(dir: &Path, command: &str, answer: impl Fn(&str) -> bool, secs: u64) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut transcript = String::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut console = match console_connect(dir).await {
+            Ok(c) => c,
+            Err(e) => {
+                transcript.push_str(&format!("[connect: {e}]\n"));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        console.write_all(format!("\n{command}\n").as_bytes()).await?;
+        let mut seen = Vec::new();
+        let ask_until = (tokio::time::Instant::now() + Duration::from_secs(10)).min(deadline);
+        let mut buf = [0u8; 4096];
+        while tokio::time::Instant::now() < ask_until {
+            match tokio::time::timeout(Duration::from_millis(200), console.read(&mut buf)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => {
+                    transcript.push_str(&format!("[read: {e}]\n"));
+                    break;
+                }
+                Err(_) => {}
+            }
+            let text = String::from_utf8_lossy(&seen);
+            // Only complete lines after the echo of the command count.
+            let Some(echo) = text.find(command) else { continue };
+            let after = &text[echo + command.len()..];
+            let complete = &after[..after.rfind('\n').unwrap_or(0)];
+            if let Some(line) = complete.split('\n').map(|l| l.trim_end_matches('\r')).find(|l| answer(l)) {
+                return Ok(line.to_string());
+            }
+        }
+        transcript.push_str(&String::from_utf8_lossy(&seen));
+    }
+    anyhow::bail!("no answer to {command:?} on the console of {} within {secs}s; the console said:\n{transcript}", dir.display())
 }

@@ -8,6 +8,8 @@
 //!   -machine q35,acpi=on,...      -mon chardev=fv-qmp,mode=control
 //!   -accel tcg -cpu max           -chardev socket,id=fv-serial0,path=<vm>/serial.sock,...
 //!   -smp / -m                     -serial chardev:fv-serial0
+//!   -device VGA,id=fv-video0,vgamem_mb=16   -vnc vnc=unix:<vm>/vnc.sock
+//!   -kernel <cache>/kernel   -initrd <cache>/initrd   -append <kernelArgs: one argv element>
 //!   -blockdev driver=file,node-name=fv-disk0-file,filename=<vm>/root.qcow2,read-only=off
 //!   -blockdev {"driver":"qcow2","node-name":"fv-disk0","file":"fv-disk0-file",...,"backing":null}
 //!   -device virtio-blk-pci,id=ua-root,drive=fv-disk0,bootindex=1
@@ -27,9 +29,13 @@
 //!   read-only folders when QEMU only reads it (see [`paths`]). Nothing touches the filesystem.
 //! - Control characters are refused in names, serials and paths.
 //!
-//! Headless: `-nodefaults -no-user-config -display none -vga none`; the only devices are the ones
-//! listed here. `-no-reboot` is not set, so a guest reboot resets the VM; `-no-shutdown` is not set,
-//! so a guest power-off ends QEMU (after a SHUTDOWN event on QMP).
+//! `-nodefaults -no-user-config -display none -vga none`: the only devices are the ones listed
+//! here, and QEMU opens no window. With a [`QemuConfig::vnc_socket`] the guest gets a small VGA
+//! card (as KubeVirt gives one, `vgamem_mb` [`VGA_MEMORY_MIB`]: the framebuffer pages count only
+//! once the guest draws on them) and QEMU serves its screen as VNC (RFB) on that Unix socket, for
+//! the node agent to relay; without one the VM is headless. `-no-reboot` is not set, so a guest
+//! reboot resets the VM; `-no-shutdown` is not set, so a guest power-off ends QEMU (after a
+//! SHUTDOWN event on QMP).
 
 pub mod optlist;
 pub mod paths;
@@ -56,6 +62,8 @@ pub const MAX_SERIAL_LEN: usize = 20;
 pub const MAX_ID_LEN: usize = 63;
 /// Ports of the AHCI controller (SATA disks per VM).
 pub const AHCI_PORTS: usize = 6;
+/// Video memory of the VGA card a VM with VNC gets (KubeVirt's default VGA has 16 MiB).
+pub const VGA_MEMORY_MIB: u32 = 16;
 
 /// TCG's translated-code buffer in MiB (the controller's memory overhead counts the same 64 MiB).
 pub const TCG_TB_SIZE_MIB: u64 = 64;
@@ -79,6 +87,9 @@ pub struct QemuConfig {
     pub serial_socket: PathBuf,
     /// The QMP socket (QEMU listens; the launcher connects).
     pub qmp_socket: PathBuf,
+    /// A VGA card whose screen QEMU serves as VNC on this socket (QEMU listens); `None`: no
+    /// display at all.
+    pub vnc_socket: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     /// The VM's folder: every path QEMU writes must be inside it.
     pub vm_dir: PathBuf,
@@ -492,6 +503,7 @@ pub fn qemu_argv(cfg: &QemuConfig) -> Result<Vec<OsString>, ArgvError> {
 
     machine_and_cpu(&mut b)?;
     monitor_and_serial(&mut b)?;
+    display(&mut b)?;
     kernel_boot(&mut b)?;
     disks(&mut b)?;
     nics(&mut b);
@@ -755,6 +767,25 @@ fn monitor_and_serial(b: &mut Builder<'_>) -> Result<(), ArgvError> {
             .finish(),
     );
     b.opt("-serial", "chardev:fv-serial0");
+    Ok(())
+}
+
+fn display(b: &mut Builder<'_>) -> Result<(), ArgvError> {
+    let Some(socket) = &b.cfg.vnc_socket else {
+        return Ok(());
+    };
+    let vnc = b.socket_path("VNC socket", socket)?;
+    b.opt(
+        "-device",
+        OptList::implied("VGA")
+            .kv("id", "fv-video0")
+            .kv("vgamem_mb", VGA_MEMORY_MIB.to_string())
+            .finish(),
+    );
+    b.opt(
+        "-vnc",
+        OptList::new().kv("vnc", format!("unix:{vnc}")).finish(),
+    );
     Ok(())
 }
 

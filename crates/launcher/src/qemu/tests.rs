@@ -26,6 +26,7 @@ fn base(vm_dir: &str) -> QemuConfig {
         nics: vec![],
         serial_socket: Path::new(vm_dir).join("serial.sock"),
         qmp_socket: Path::new(vm_dir).join("qmp.sock"),
+        vnc_socket: None,
         pidfile: None,
         vm_dir: vm_dir.into(),
         read_only_dirs: vec![PathBuf::from("/cache")],
@@ -305,6 +306,55 @@ fn efi_kernel_nics_pidfile_and_paused() {
     assert_eq!(values(&p, "-pidfile"), ["/data/vm1/qemu.pid"]);
     assert_eq!(p.last().unwrap().0, "-S");
     assert_eq!(values(&p, "-sandbox").len(), 1);
+}
+
+#[test]
+fn vnc_gives_a_small_vga_card_and_a_unix_socket_in_the_vm_folder() {
+    let mut cfg = base("/data/vm,1");
+    cfg.vnc_socket = Some("/data/vm,1/vnc.sock".into());
+    let p = pairs(&qemu_argv(&cfg).unwrap());
+    assert_eq!(values(&p, "-device"), ["VGA,id=fv-video0,vgamem_mb=16"]);
+    assert_eq!(values(&p, "-vnc"), ["vnc=unix:/data/vm,,1/vnc.sock"]);
+    assert_eq!(
+        parse(values(&p, "-vnc")[0]),
+        [OptElement {
+            key: Some("vnc".into()),
+            value: "unix:/data/vm,1/vnc.sock".into()
+        }]
+    );
+    // QEMU itself opens no window and adds no card of its own.
+    assert_eq!(values(&p, "-display"), ["none"]);
+    assert_eq!(values(&p, "-vga"), ["none"]);
+
+    cfg.vnc_socket = Some("/tmp/vnc.sock".into());
+    assert!(matches!(
+        problem(&cfg),
+        ArgvProblem::Path { what, .. } if what == "VNC socket"
+    ));
+    cfg.vnc_socket = Some(format!("/data/vm,1/{}.sock", "v".repeat(100)).into());
+    assert!(matches!(
+        problem(&cfg),
+        ArgvProblem::SocketPathTooLong { what, .. } if what == "VNC socket"
+    ));
+    cfg.vnc_socket = None;
+    let p = pairs(&qemu_argv(&cfg).unwrap());
+    assert!(values(&p, "-vnc").is_empty() && values(&p, "-device").is_empty());
+}
+
+#[test]
+fn kernel_args_are_one_argument_whatever_they_hold() {
+    let mut cfg = base("/data/vm1");
+    let hostile = "-kernel /etc/passwd -append x,initrd=/etc/shadow -hda /dev/sda";
+    cfg.kernel_boot = Some(KernelBoot {
+        kernel: "/cache/kernel".into(),
+        initrd: None,
+        cmdline: Some(hostile.into()),
+    });
+    let argv = strings(&qemu_argv(&cfg).unwrap());
+    let at = argv.iter().position(|a| a == "-append").unwrap();
+    assert_eq!(argv[at + 1], hostile);
+    assert_eq!(argv.iter().filter(|a| *a == "-kernel").count(), 1);
+    assert!(!argv.iter().any(|a| a == "-hda" || a == "-initrd"));
 }
 
 fn problem(cfg: &QemuConfig) -> ArgvProblem {
@@ -596,6 +646,25 @@ fn gen_disk(vm_dir: String) -> impl Strategy<Value = GenDisk> {
         })
 }
 
+/// Kernel command lines, many of them trying to look like more QEMU options.
+fn kernel_args() -> impl Strategy<Value = String> {
+    let option = prop_oneof![
+        Just("-kernel".to_owned()),
+        Just("-initrd".to_owned()),
+        Just("-append".to_owned()),
+        Just("-hda".to_owned()),
+        Just("-drive file=/etc/shadow,if=virtio".to_owned()),
+        Just(",initrd=/etc/passwd".to_owned()),
+        Just("--".to_owned()),
+        "[ -~]{0,12}",
+    ];
+    prop_oneof![
+        1 => ".{0,40}",
+        2 => "[ -~]{0,40}",
+        3 => proptest::collection::vec(option, 0..6).prop_map(|parts| parts.join(" ")),
+    ]
+}
+
 fn gen_config() -> impl Strategy<Value = (QemuConfig, Vec<GenDisk>)> {
     "/data/[a-z0-9,= .-]{1,12}"
         .prop_filter("no dot components in the VM folder", |d: &String| {
@@ -609,12 +678,13 @@ fn gen_config() -> impl Strategy<Value = (QemuConfig, Vec<GenDisk>)> {
                 proptest::option::of((
                     path_in(vm_dir.clone()),
                     proptest::option::of(path_in(vm_dir.clone())),
-                    proptest::option::of(prop_oneof![1 => ".{0,40}", 4 => "[ -~]{0,40}"]),
+                    proptest::option::of(kernel_args()),
                 )),
+                proptest::option::of(path_in(vm_dir.clone())),
                 proptest::option::of(path_in(vm_dir)),
             )
         })
-        .prop_map(|(vm_dir, name, disks, kernel, pidfile)| {
+        .prop_map(|(vm_dir, name, disks, kernel, pidfile, vnc)| {
             let mut cfg = base(&vm_dir);
             cfg.read_only_dirs = vec![RO_DIR.into()];
             cfg.name = name;
@@ -640,6 +710,7 @@ fn gen_config() -> impl Strategy<Value = (QemuConfig, Vec<GenDisk>)> {
                 cmdline: c,
             });
             cfg.pidfile = pidfile.map(Into::into);
+            cfg.vnc_socket = vnc.map(Into::into);
             (cfg, disks)
         })
 }
@@ -674,6 +745,9 @@ fn expected(cfg: &QemuConfig) -> Option<Vec<String>> {
     if let Some(p) = &cfg.pidfile {
         ok(p, false)?;
     }
+    if let Some(p) = &cfg.vnc_socket {
+        ok(p, false)?;
+    }
     for d in &cfg.disks {
         if let Some(base) = &d.backing {
             ok(&base.path, true)?;
@@ -693,6 +767,12 @@ fn emitted_paths(p: &[(String, Option<String>)]) -> Vec<(String, bool)> {
         match flag.as_str() {
             "-kernel" | "-initrd" => out.push((value.clone(), true)),
             "-pidfile" => out.push((value.clone(), false)),
+            "-vnc" => {
+                let list = parse(value);
+                if let Some(v) = get(&list, "vnc") {
+                    out.push((v.strip_prefix("unix:").unwrap_or(v).to_owned(), false));
+                }
+            }
             "-blockdev" | "-chardev" => {
                 let list = parse(value);
                 let ro = get(&list, "read-only") == Some("on");
@@ -765,7 +845,7 @@ proptest! {
         let devices: Vec<Vec<OptElement>> = values(&p, "-device")
             .into_iter()
             .map(parse)
-            .filter(|d| d[0].value != "ich9-ahci" && d[0].value != "virtio-scsi-pci")
+            .filter(|d| !["ich9-ahci", "virtio-scsi-pci", "VGA"].contains(&d[0].value.as_str()))
             .collect();
         prop_assert_eq!(devices.len(), cfg.disks.len());
         for (dev, d) in devices.iter().zip(&cfg.disks) {
@@ -783,6 +863,31 @@ proptest! {
         }
         if let Some(kb) = &cfg.kernel_boot {
             prop_assert_eq!(values(&p, "-append"), kb.cmdline.as_deref().into_iter().collect::<Vec<_>>());
+            // The command line is one argv element: with a harmless one instead, every other
+            // element is the same, so nothing in it can become an option of its own.
+            if kb.cmdline.is_some() {
+                let mut plain = cfg.clone();
+                plain.kernel_boot.as_mut().unwrap().cmdline = Some("quiet".into());
+                let plain = strings(&qemu_argv(&plain).unwrap());
+                let mine = strings(argv);
+                prop_assert_eq!(plain.len(), mine.len());
+                let at = mine.iter().position(|a| a == "-append").unwrap();
+                for (i, (a, b)) in plain.iter().zip(&mine).enumerate() {
+                    if i != at + 1 {
+                        prop_assert_eq!(a, b);
+                    }
+                }
+            }
+        }
+        // The VNC socket reads back as one key with exactly the path given.
+        match &cfg.vnc_socket {
+            Some(socket) => {
+                let list = parse(values(&p, "-vnc")[0]);
+                prop_assert_eq!(keys(&list), set(&["vnc"]));
+                let want = format!("unix:{}", oracle(socket.to_str().unwrap(), vm, &[], false).unwrap());
+                prop_assert_eq!(get(&list, "vnc"), Some(want.as_str()));
+            }
+            None => prop_assert!(values(&p, "-vnc").is_empty()),
         }
 
         // Nothing outside the allowed folders, and nothing writable outside the VM folder.

@@ -335,6 +335,136 @@ fn other_resources_must_be_offered() {
     assert!(schedule(&e, &[node("a", 4000, 4 * GI)], &[]).is_ok());
 }
 
+#[test]
+fn preferred_node_affinity_weighs_in_but_never_filters() {
+    use k8s_openapi::api::core::v1::PreferredSchedulingTerm;
+    let nodes = [label(node("a", 4000, 8 * GI), "disk", "hdd"), label(node("b", 4000, 4 * GI), "disk", "ssd")];
+    let term = |key: &str, value: &str, weight: i32| PreferredSchedulingTerm {
+        weight,
+        preference: NodeSelectorTerm {
+            match_expressions: Some(vec![NodeSelectorRequirement {
+                key: key.into(),
+                operator: "In".into(),
+                values: Some(vec![value.into()]),
+            }]),
+            match_fields: None,
+        },
+    };
+    let with = |terms: Vec<PreferredSchedulingTerm>| {
+        let mut p = pod("p", 100, GI);
+        p.spec.as_mut().unwrap().affinity = Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(terms),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        p
+    };
+    // By room alone "a" wins; a preference for ssd turns it to "b".
+    assert_eq!(schedule(&pod("p", 100, GI), &nodes, &[]), Ok(name("a")));
+    assert_eq!(schedule(&with(vec![term("disk", "ssd", 50)]), &nodes, &[]), Ok(name("b")));
+    // The heavier preference wins.
+    assert_eq!(schedule(&with(vec![term("disk", "ssd", 10), term("disk", "hdd", 90)]), &nodes, &[]), Ok(name("a")));
+    // A preference nothing matches changes nothing; one for a node without room is not a filter.
+    assert_eq!(schedule(&with(vec![term("disk", "nvme", 100)]), &nodes, &[]), Ok(name("a")));
+    let full = bound(pod("o", 100, 4 * GI), "b", "Running");
+    assert_eq!(schedule(&with(vec![term("disk", "ssd", 100)]), &nodes, &[full]), Ok(name("a")));
+    let info = NodeInfo::new(&nodes[1], &[]);
+    let p = with(vec![term("disk", "ssd", 30), term("disk", "hdd", 10)]);
+    assert_eq!(PreferredNodeAffinity.score(&p, &Resources::new(), &info), 150);
+}
+
+// ---- spreading replica sets ----------------------------------------------------------------
+
+fn of_set(mut p: Pod, ns: &str, set: &str) -> Pod {
+    p.metadata.namespace = Some(ns.into());
+    p.metadata.labels.get_or_insert_with(Default::default).insert(REPLICA_SET_LABEL.into(), set.into());
+    p
+}
+
+/// Places `n` pods of set `set` one after the other, as the scheduling loop does; returns the
+/// pods (bound) and how many landed on each node.
+fn place_set(nodes: &[Node], mut pods: Vec<Pod>, set: &str, n: usize) -> (Vec<Pod>, BTreeMap<String, usize>) {
+    let mut per_node = BTreeMap::new();
+    for i in 0..n {
+        let p = of_set(pod(&format!("{set}-{i}"), 100, GI / 4), "default", set);
+        let NodeName(chosen) = schedule(&p, nodes, &pods).expect("fits");
+        *per_node.entry(chosen.clone()).or_insert(0) += 1;
+        pods.push(bound(p, &chosen, "Running"));
+    }
+    (pods, per_node)
+}
+
+#[test]
+fn replicas_of_a_set_spread_evenly() {
+    let nodes = [node("a", 4000, 8 * GI), node("b", 4000, 8 * GI), node("c", 4000, 8 * GI)];
+    let (_, per_node) = place_set(&nodes, Vec::new(), "web", 6);
+    assert_eq!(per_node, [("a".to_string(), 2), ("b".to_string(), 2), ("c".to_string(), 2)].into());
+}
+
+#[test]
+fn the_spread_comes_before_free_room() {
+    // "big" has far more room but already one replica: the next goes to "small".
+    let nodes = [node("big", 16000, 64 * GI), node("small", 2000, 2 * GI)];
+    let first = bound(of_set(pod("web-0", 100, GI / 4), "default", "web"), "big", "Running");
+    let next = of_set(pod("web-1", 100, GI / 4), "default", "web");
+    assert_eq!(schedule(&next, &nodes, std::slice::from_ref(&first)), Ok(name("small")));
+    // A pod of no set, or of another set, still goes by room.
+    assert_eq!(schedule(&pod("plain", 100, GI / 4), &nodes, std::slice::from_ref(&first)), Ok(name("big")));
+    let other = of_set(pod("db-0", 100, GI / 4), "default", "db");
+    assert_eq!(schedule(&other, &nodes, std::slice::from_ref(&first)), Ok(name("big")));
+    // Equally many of the set: the score (least allocated) decides, then the name.
+    let both = [first.clone(), bound(of_set(pod("web-2", 100, GI / 4), "default", "web"), "small", "Running")];
+    assert_eq!(schedule(&next, &nodes, &both), Ok(name("big")));
+}
+
+#[test]
+fn only_live_bound_pods_of_the_same_set_and_namespace_count() {
+    let nodes = [node("a", 4000, 8 * GI), node("b", 4000, 8 * GI)];
+    let next = of_set(pod("web-9", 100, GI / 4), "default", "web");
+    // On "a": a replica of the same name in another namespace, a finished one, one being deleted;
+    // on "b" a plain pod that makes it a little fuller. None of those count: "a" wins on room.
+    let mut leaving = bound(of_set(pod("web-2", 100, GI / 4), "default", "web"), "a", "Running");
+    leaving.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+    let pods = [
+        bound(of_set(pod("web-0", 100, GI / 4), "other", "web"), "a", "Running"),
+        bound(of_set(pod("web-1", 100, GI / 4), "default", "web"), "a", "Failed"),
+        leaving,
+        of_set(pod("web-3", 100, GI / 4), "default", "web"),
+        bound(pod("filler", 2000, 2 * GI), "b", "Running"),
+    ];
+    assert!(same_set_counts(&next, &pods).is_empty());
+    assert_eq!(schedule(&next, &nodes, &pods), Ok(name("a")));
+    // A live replica on "a" turns the choice to "b".
+    let mut more = pods.to_vec();
+    more.push(bound(of_set(pod("web-4", 100, GI / 4), "default", "web"), "a", "Running"));
+    assert_eq!(same_set_counts(&next, &more), [("a", 1)].into());
+    assert_eq!(schedule(&next, &nodes, &more), Ok(name("b")));
+}
+
+#[test]
+fn the_spread_never_overrides_placement_rules() {
+    // Only "a" matches the selector: every replica goes there, however many it holds.
+    let nodes = [label(node("a", 4000, 8 * GI), "zone", "x"), node("b", 4000, 8 * GI), node("c", 4000, 8 * GI)];
+    let mut pods = Vec::new();
+    for i in 0..4 {
+        let mut p = of_set(pod(&format!("web-{i}"), 100, GI / 4), "default", "web");
+        p.spec.as_mut().unwrap().node_selector = Some([("zone".to_string(), "x".to_string())].into());
+        assert_eq!(schedule(&p, &nodes, &pods), Ok(name("a")));
+        pods.push(bound(p, "a", "Running"));
+    }
+    // The emptier nodes lack room or are cordoned: the replica joins the others, or says why not.
+    let nodes = [node("a", 4000, 8 * GI), node("b", 4000, GI / 8), cordon(node("c", 4000, 8 * GI))];
+    let p = of_set(pod("web-9", 100, GI / 4), "default", "web");
+    assert_eq!(schedule(&p, &nodes, &pods), Ok(name("a")));
+    let mut full = nodes.clone();
+    full[0] = node("a", 4000, GI);
+    let err = schedule(&p, &full, &pods).unwrap_err();
+    assert_eq!(err.message, "0/3 nodes are available: 1 node(s) were unschedulable, 2 Insufficient memory.");
+}
+
 // ---- property tests -----------------------------------------------------------------------
 
 #[derive(Clone, Debug)]
@@ -471,5 +601,28 @@ proptest! {
         let mut rotated = built_nodes.clone();
         rotated.rotate_left(rotate % built_nodes.len());
         prop_assert_eq!(schedule(&pod, &built_nodes, &built_pods), schedule(&pod, &rotated, &built_pods));
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_set_placed_on_equal_nodes_stays_within_one_per_node(
+        nodes in 1usize..6,
+        replicas in 0usize..20,
+        noise in proptest::collection::vec((0usize..6, 0u64..4), 0..8),
+    ) {
+        let built: Vec<Node> = (0..nodes).map(|i| node(&format!("n{i}"), 64000, 64 * GI)).collect();
+        // Pods of no set, anywhere, change the scores but not the spread.
+        let others: Vec<Pod> = noise
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| *n < nodes)
+            .map(|(i, (n, g))| bound(pod(&format!("o{i}"), 100, g * GI), &format!("n{n}"), "Running"))
+            .collect();
+        let (_, per_node) = place_set(&built, others, "web", replicas);
+        let counts: Vec<usize> = (0..nodes).map(|i| per_node.get(&format!("n{i}")).copied().unwrap_or(0)).collect();
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        prop_assert!(max - min <= 1, "{counts:?}");
+        prop_assert_eq!(counts.iter().sum::<usize>(), replicas);
     }
 }
