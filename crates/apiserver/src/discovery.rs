@@ -54,7 +54,7 @@ pub fn kubevirt_subresource_list() -> Value {
     let vm = ["start", "stop", "restart"].iter().map(|a| {
         json!({ "name": format!("virtualmachines/{a}"), "singularName": "", "namespaced": true, "kind": "VirtualMachine", "verbs": ["update"] })
     });
-    let vmi = [("pause", "update"), ("unpause", "update"), ("softreboot", "update"), ("console", "get"), ("vnc", "get"), ("guestosinfo", "get")]
+    let vmi = [("pause", "update"), ("unpause", "update"), ("softreboot", "update"), ("console", "get"), ("vnc", "get"), ("portforward", "get"), ("guestosinfo", "get")]
         .iter()
         .map(|(a, verb)| {
             json!({ "name": format!("virtualmachineinstances/{a}"), "singularName": "", "namespaced": true, "kind": "VirtualMachineInstance", "verbs": [verb] })

@@ -330,8 +330,8 @@ async fn kubevirt_subresource(server: &Arc<Server>, rest: &str, req: Request<Bod
             crate::vm_actions::handle(&server.objects, ns, name, action, &opts).await?;
             Ok((StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
         }
-        ["namespaces", ns, "virtualmachineinstances", name, action] => {
-            crate::vmi_actions::handle(&server.objects, server.nodes.as_ref(), ns, name, action, req).await
+        ["namespaces", ns, "virtualmachineinstances", name, action @ ..] if !action.is_empty() => {
+            crate::vmi_actions::handle(&server.objects, server.nodes.as_ref(), ns, name, &action.join("/"), req).await
         }
         _ => Err(ApiError::NoRoute),
     }

@@ -4,6 +4,7 @@
 //!  PUT  .../virtualmachineinstances/N/pause | unpause | softreboot   -> 200 once the launcher did it
 //!  GET  .../virtualmachineinstances/N/console | vnc   websocket, subprotocol plain.kubevirt.io,
 //!                                                     binary frames of raw bytes both ways
+//!  GET  .../virtualmachineinstances/N/portforward/PORT[/tcp]   websocket to the guest's TCP port
 //!  GET  .../virtualmachineinstances/N/guestosinfo     409 unless a guest agent is connected
 //! ```
 //!
@@ -39,11 +40,20 @@ pub enum VmiAction {
     SoftReboot,
     Console,
     Vnc,
+    /// A stream to the guest's TCP port.
+    PortForward(u16),
     GuestOsInfo,
 }
 
 impl VmiAction {
     pub fn parse(name: &str) -> Option<Self> {
+        if let Some(rest) = name.strip_prefix("portforward/") {
+            let (port, protocol) = rest.split_once('/').unwrap_or((rest, "tcp"));
+            return match (port.parse::<u16>(), protocol) {
+                (Ok(p), "tcp") if p > 0 => Some(VmiAction::PortForward(p)),
+                _ => None,
+            };
+        }
         Some(match name {
             "pause" => VmiAction::Pause,
             "unpause" => VmiAction::Unpause,
@@ -58,7 +68,7 @@ impl VmiAction {
     fn method(self) -> Method {
         match self {
             VmiAction::Pause | VmiAction::Unpause | VmiAction::SoftReboot => Method::PUT,
-            VmiAction::Console | VmiAction::Vnc | VmiAction::GuestOsInfo => Method::GET,
+            VmiAction::Console | VmiAction::Vnc | VmiAction::PortForward(_) | VmiAction::GuestOsInfo => Method::GET,
         }
     }
 
@@ -71,6 +81,7 @@ impl VmiAction {
             VmiAction::Console => "console",
             VmiAction::Vnc => "vnc",
             VmiAction::GuestOsInfo => "guestosinfo",
+            VmiAction::PortForward(port) => return format!("/v1/pods/{pod_uid}/portforward/{port}"),
         };
         format!("/v1/pods/{pod_uid}/{a}")
     }
@@ -98,7 +109,9 @@ pub fn check(vmi: &Value, action: VmiAction) -> Result<Placement, String> {
     let phase = vmi.pointer("/status/phase").and_then(Value::as_str).unwrap_or("Pending");
     if phase != "Running" {
         return Err(match action {
-            VmiAction::Console | VmiAction::Vnc => format!("Unable to connect to VM because phase is {phase} instead of Running"),
+            VmiAction::Console | VmiAction::Vnc | VmiAction::PortForward(_) => {
+                format!("Unable to connect to VM because phase is {phase} instead of Running")
+            }
             _ => "VMI is not running".into(),
         });
     }
@@ -130,7 +143,13 @@ pub async fn handle(
     action: &str,
     req: Request<Body>,
 ) -> ApiResult<Response> {
-    let action = VmiAction::parse(action).ok_or(ApiError::NoRoute)?;
+    let action = VmiAction::parse(action).ok_or_else(|| {
+        if action.starts_with("portforward/") {
+            ApiError::BadRequest(format!("{action:?}: expected portforward/<port 1-65535>[/tcp] (only TCP is forwarded)"))
+        } else {
+            ApiError::NoRoute
+        }
+    })?;
     if req.method() != action.method() {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -141,7 +160,7 @@ pub async fn handle(
     let vmi = objects.get(&target, name).await?;
     let placement = check(&vmi, action).map_err(|m| ApiError::Conflict(subject.clone(), m))?;
     let ws = match action {
-        VmiAction::Console | VmiAction::Vnc => Some(websocket_handshake(req.headers())?),
+        VmiAction::Console | VmiAction::Vnc | VmiAction::PortForward(_) => Some(websocket_handshake(req.headers())?),
         _ => None,
     };
     let dialer = dialer.ok_or_else(|| ApiError::Unavailable("this API server cannot reach node agents".into()))?;
@@ -295,6 +314,17 @@ mod tests {
             "metadata": {"name": "vm1", "namespace": "default", "uid": "u"},
             "status": {"phase": "Running", "nodeName": "n1", "activePods": {"old-pod": "n0", "pod-1": "n1"}, "conditions": []}
         })
+    }
+
+    #[test]
+    fn actions_parse() {
+        assert_eq!(VmiAction::parse("portforward/22"), Some(VmiAction::PortForward(22)));
+        assert_eq!(VmiAction::parse("portforward/8080/tcp"), Some(VmiAction::PortForward(8080)));
+        assert_eq!(VmiAction::parse("portforward/53/udp"), None);
+        assert_eq!(VmiAction::parse("portforward/0"), None);
+        assert_eq!(VmiAction::parse("pause"), Some(VmiAction::Pause));
+        assert_eq!(VmiAction::parse("reset"), None);
+        assert_eq!(VmiAction::PortForward(22).node_path("u"), "/v1/pods/u/portforward/22");
     }
 
     #[test]

@@ -12,93 +12,20 @@
 
 mod real_vm;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_disks::testing::{RegistryProcess, INITRD_PATH, KERNEL_PATH};
-use ferrovirt_e2e::ferrovirt_binary;
+use ferrovirt_e2e::up::UpProcess;
 use k8s_openapi::api::core::v1::Pod;
 
 use real_vm::*;
 
 const NODE: &str = "node1";
-
-/// `ferrovirt up` as a child process; SIGINT on drop (it stops its VMs), then SIGKILL, then every
-/// launcher and QEMU left in its pod folders is killed by PID.
-struct Up {
-    child: Child,
-    data_dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Up {
-    fn start(data_dir: &Path) -> Up {
-        let mut child = Command::new(ferrovirt_binary().unwrap())
-            .args(["up", "--listen", "127.0.0.1:0", "--node-name", NODE, "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(data_dir.join("up.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut kubeconfig = None;
-        let mut line = String::new();
-        while out.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(p) = line.trim().strip_prefix("kubeconfig: ") {
-                kubeconfig = Some(PathBuf::from(p));
-                break;
-            }
-            line.clear();
-        }
-        // Keep reading its stdout so that it never writes into a closed pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        let mut up = Up { child, data_dir: data_dir.to_path_buf(), kubeconfig: PathBuf::new() };
-        match kubeconfig {
-            Some(k) => up.kubeconfig = k,
-            None => panic!("ferrovirt up printed no kubeconfig line; its log:\n{}", file_tail(&data_dir.join("up.log"), 40)),
-        }
-        up
-    }
-
-    async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    }
-
-    fn pods_dir(&self) -> PathBuf {
-        self.data_dir.join("nodes").join(NODE).join("pods")
-    }
-
-    fn logs(&self) -> String {
-        format!("--- ferrovirt up log (last 60 lines) ---\n{}", file_tail(&self.data_dir.join("up.log"), 60))
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        sweep_pod_processes(&self.pods_dir());
-    }
-}
 
 /// A VM booting the kernelBoot container `kernel_image` with `kernel_args`, 128Mi; with the test
 /// guest's containerDisk `disk_image` and a cloud-init script printing `user_data_line` if given.
@@ -143,12 +70,12 @@ async fn kernel_boot_vms_boot_with_their_kernel_args() {
     let disk_image = push_guest(&registry).await;
 
     let tmp = tempfile::tempdir().unwrap();
-    let up = Up::start(tmp.path());
-    let client = up.client().await;
+    let up = UpProcess::start(tmp.path(), NODE).unwrap();
+    let client = up.client().await.unwrap();
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), "default");
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let logs = || up.logs();
+    let logs = || format!("--- ferrovirt up log (last 60 lines) ---\n{}", up.log_tail(60));
 
     let token = std::process::id();
     let args_only = format!("console=ttyS0,115200 quiet ferrovirt.marker=only-{token},a=b");

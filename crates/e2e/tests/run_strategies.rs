@@ -17,9 +17,7 @@
 
 mod real_vm;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_disks::testing::RegistryProcess;
-use ferrovirt_e2e::ferrovirt_binary;
+use ferrovirt_e2e::up::UpProcess;
 use ferrovirt_launcher::spec::LauncherPhase;
 use k8s_openapi::api::core::v1::Pod;
 
@@ -37,73 +35,6 @@ use real_vm::*;
 const NODE: &str = "node1";
 /// How long a VM that should stay down is watched for a new VMI.
 const STAYS_DOWN: Duration = Duration::from_secs(20);
-
-/// `ferrovirt up` as a child process; SIGINT on drop (it stops its VMs), then SIGKILL, then every
-/// launcher and QEMU left in its pod folders is killed by PID.
-struct Up {
-    child: Child,
-    data_dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Up {
-    fn start(data_dir: &Path) -> Up {
-        let mut child = Command::new(ferrovirt_binary().unwrap())
-            .args(["up", "--listen", "127.0.0.1:0", "--node-name", NODE, "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(data_dir.join("up.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut kubeconfig = None;
-        let mut line = String::new();
-        while out.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(p) = line.trim().strip_prefix("kubeconfig: ") {
-                kubeconfig = Some(PathBuf::from(p));
-                break;
-            }
-            line.clear();
-        }
-        // Keep reading its stdout so that it never writes into a closed pipe.
-        std::thread::spawn(move || for _ in out.lines() {});
-        let mut up = Up { child, data_dir: data_dir.to_path_buf(), kubeconfig: PathBuf::new() };
-        match kubeconfig {
-            Some(k) => up.kubeconfig = k,
-            None => panic!("ferrovirt up printed no kubeconfig line; its log:\n{}", file_tail(&data_dir.join("up.log"), 40)),
-        }
-        up
-    }
-
-    async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    }
-
-    fn pods_dir(&self) -> PathBuf {
-        self.data_dir.join("nodes").join(NODE).join("pods")
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        sweep_pod_processes(&self.pods_dir());
-    }
-}
 
 /// What every case shares.
 struct Cluster {
@@ -312,8 +243,8 @@ async fn guest_shutdown_and_crash_under_each_run_strategy() {
     let registry = RegistryProcess::start().expect("docker-registry (scripts/install-test-deps.sh)");
     let image = push_guest(&registry).await;
     let tmp = tempfile::tempdir().unwrap();
-    let up = Up::start(tmp.path());
-    let client = up.client().await;
+    let up = UpProcess::start(tmp.path(), NODE).unwrap();
+    let client = up.client().await.unwrap();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), "default");
     let cluster = Arc::new(Cluster {
         vms: Api::namespaced(client.clone(), "default"),

@@ -2,9 +2,7 @@
 //! as a process, the test guest as a containerDisk in a real registry on loopback, QEMU (KVM where
 //! the node's probe says it works, TCG here), and the guest's own console as the witness.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -12,85 +10,13 @@ use serde_json::json;
 
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_disks::testing::RegistryProcess;
-use ferrovirt_e2e::ferrovirt_binary;
+use ferrovirt_e2e::up::UpProcess;
 use ferrovirt_launcher::spec;
 use k8s_openapi::api::core::v1::Pod;
 
 const NODE: &str = "node1";
 
-/// `ferrovirt up` as a child process; Ctrl-C (SIGINT) on drop, then SIGKILL and a sweep of any QEMU
-/// left in its folder, by PID.
-struct Up {
-    child: Child,
-    data_dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Up {
-    fn start(data_dir: &Path) -> Up {
-        let mut child = Command::new(ferrovirt_binary().unwrap())
-            .args(["up", "--listen", "127.0.0.1:0", "--node-name", NODE, "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(data_dir.join("up.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut kubeconfig = None;
-        for line in out.lines() {
-            let line = line.unwrap();
-            if let Some(p) = line.strip_prefix("kubeconfig: ") {
-                kubeconfig = Some(PathBuf::from(p.trim()));
-                break;
-            }
-        }
-        Up { child, data_dir: data_dir.to_path_buf(), kubeconfig: kubeconfig.expect("ferrovirt up printed its kubeconfig") }
-    }
-
-    async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap()
-    }
-
-    fn pods_dir(&self) -> PathBuf {
-        self.data_dir.join("nodes").join(NODE).join("pods")
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.data_dir.join("up.log")).unwrap_or_default();
-        log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = std::time::Instant::now() + Duration::from_secs(45);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Nothing may outlive the test: sweep QEMUs and launchers recorded in the pod folders.
-        for e in std::fs::read_dir(self.pods_dir()).into_iter().flatten().flatten() {
-            let dir = e.path();
-            let pids = [spec::read_state(&dir).and_then(|s| s.qemu_pid), std::fs::read_to_string(dir.join(spec::PID_FILE)).ok().and_then(|p| p.trim().parse().ok())];
-            for p in pids.into_iter().flatten() {
-                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmd).contains(dir.to_str().unwrap()) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
-                }
-            }
-        }
-    }
-}
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, up: &Up, mut f: F) -> T
+async fn eventually<T, F, Fut>(secs: u64, what: &str, up: &UpProcess, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -100,7 +26,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}", up.log_tail());
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}", up.log_tail(40));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -128,7 +54,7 @@ fn vm_manifest(image: &str, marker: &str) -> VirtualMachine {
 }
 
 /// The running VMI's uid and its pod folder on the node.
-async fn running_vmi(up: &Up, vmis: &Api<VirtualMachineInstance>, pods: &Api<Pod>, not_uid: Option<&str>) -> (String, PathBuf) {
+async fn running_vmi(up: &UpProcess, vmis: &Api<VirtualMachineInstance>, pods: &Api<Pod>, not_uid: Option<&str>) -> (String, PathBuf) {
     eventually(300, "the VMI to be Running", up, || async {
         let vmi = vmis.get_opt("testvm").await.ok()??;
         let uid = vmi.metadata.uid.clone()?;
@@ -147,7 +73,7 @@ async fn running_vmi(up: &Up, vmis: &Api<VirtualMachineInstance>, pods: &Api<Pod
     .await
 }
 
-async fn console_shows(up: &Up, dir: &Path, needle: &str, secs: u64) {
+async fn console_shows(up: &UpProcess, dir: &Path, needle: &str, secs: u64) {
     eventually(secs, &format!("{needle:?} on the serial console"), up, || async {
         std::fs::read_to_string(dir.join(spec::SERIAL_LOG)).ok().filter(|l| l.contains(needle)).map(|_| ())
     })
@@ -183,8 +109,8 @@ async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
     assert!(disk.is_file(), "the test guest is not built: run scripts/build-guest.sh");
     registry.push_disk_file("ferrovirt/guest:latest", &disk).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let up = Up::start(tmp.path());
-    let client = up.client().await;
+    let up = UpProcess::start(tmp.path(), NODE).unwrap();
+    let client = up.client().await.unwrap();
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), "default");
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -2,7 +2,8 @@
 //! endpoint: the serial console websocket (`plain.kubevirt.io`), pause and unpause (the guest
 //! stops answering on its console while paused and answers once unpaused, with the VMI's Paused
 //! condition and the VM's printableStatus following), soft reboot (the guest boots again in the
-//! same QEMU), VNC (QEMU's RFB greeting through the websocket), and KubeVirt's refusals (409) when an action does not fit the VMI's state.
+//! same QEMU), VNC (QEMU's RFB greeting through the websocket), a port forward to a TCP server in
+//! the guest, and KubeVirt's refusals (409) when an action does not fit the VMI's state.
 
 use std::path::Path;
 use std::time::Duration;
@@ -84,7 +85,7 @@ async fn console_pause_unpause_and_soft_reboot() {
             },
             "volumes": [
                 {"name": "root", "containerDisk": {"image": image}},
-                {"name": "cidata", "cloudInitNoCloud": {"userData": "#!/bin/sh\necho \"user-data ran $((6*7))\"\n"}}
+                {"name": "cidata", "cloudInitNoCloud": {"userData": "#!/bin/sh\nnc -ll -p 7777 -e /bin/cat &\necho \"user-data ran $((6*7))\"\n"}}
             ]
         }}}
     }))
@@ -140,6 +141,17 @@ async fn console_pause_unpause_and_soft_reboot() {
     let (code, body) = vmi_put(&client, "unpause").await;
     assert_eq!(code, 409, "unpause of a running VMI: {body}");
     assert!(body.contains("VMI is not paused"), "{body}");
+
+    // Port forward: a TCP echo server in the guest (busybox nc, started by the user-data) answers
+    // through the websocket, the node endpoint and QEMU's user-mode network; twice, on one port.
+    for round in 0..2 {
+        let mut echo = ByteStream::open(&config, "default", "vm1", "portforward/7777/tcp").await.unwrap();
+        let line = format!("echo through the port forward {round}\n");
+        echo.send(line.as_bytes()).await.unwrap();
+        assert_eq!(echo.read_until(b"\n", Duration::from_secs(20)).await.unwrap(), line.as_bytes());
+        echo.close().await;
+    }
+    assert!(ByteStream::open(&config, "default", "vm1", "portforward/53/udp").await.is_err(), "only TCP is forwarded");
 
     // Soft reboot: the guest reboots inside the same QEMU and runs its user-data again.
     let qemu = spec::read_state(&pod_dir).and_then(|s| s.qemu_pid).expect("a QEMU pid");

@@ -12,6 +12,7 @@
 //! a reply channel. Every change of phase is written atomically to `state.json`, which the node
 //! agent follows.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -198,6 +199,30 @@ impl Reporter {
 
 type Command = (ControlRequest, oneshot::Sender<ControlReply>);
 
+/// Forward a loopback port of the host to the guest's TCP `guest_port` through QEMU's user-mode
+/// network (`hostfwd_add`), once per guest port.
+async fn forward(qmp: &Qmp, netdev: Option<&str>, forwards: &mut HashMap<u16, u16>, guest_port: u16) -> Result<u16, String> {
+    if let Some(port) = forwards.get(&guest_port) {
+        return Ok(*port);
+    }
+    let netdev = netdev.ok_or("the VM has no pod network interface to forward a port to")?;
+    // A free loopback port; QEMU binds it right after (a race only with other local binders).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| format!("no free local port: {e}"))?.port();
+    let command = format!("hostfwd_add {netdev} tcp:127.0.0.1:{port}-:{guest_port}");
+    let out = qmp
+        .execute("human-monitor-command", Some(serde_json::json!({ "command-line": command })))
+        .await
+        .map_err(|e| e.to_string())?;
+    // HMP answers an empty string on success, a message otherwise.
+    match out.as_str().map(str::trim) {
+        Some("") | None => {
+            forwards.insert(guest_port, port);
+            Ok(port)
+        }
+        Some(message) => Err(format!("QEMU refused the port forward: {message}")),
+    }
+}
+
 /// Serve `control.sock`: one JSON request per line, one JSON reply per line.
 async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Command>) {
     loop {
@@ -208,13 +233,13 @@ async fn serve_control(listener: UnixListener, tx: mpsc::Sender<Command>) {
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let reply = match serde_json::from_str::<ControlRequest>(&line) {
-                    Err(e) => ControlReply { ok: false, error: Some(format!("bad request: {e}")), state: None },
+                    Err(e) => ControlReply { ok: false, error: Some(format!("bad request: {e}")), state: None, port: None },
                     Ok(req) => {
                         let (rtx, rrx) = oneshot::channel();
                         if tx.send((req, rtx)).await.is_err() {
                             return;
                         }
-                        rrx.await.unwrap_or(ControlReply { ok: false, error: Some("the launcher is exiting".into()), state: None })
+                        rrx.await.unwrap_or(ControlReply { ok: false, error: Some("the launcher is exiting".into()), state: None, port: None })
                     }
                 };
                 let mut out = serde_json::to_vec(&reply).unwrap_or_default();
@@ -399,6 +424,7 @@ async fn drive(spec: &LaunchSpec, dir: &Path, rep: &mut Reporter, cfg: &QemuConf
         .unwrap_or(30)
         .max(0) as u64;
 
+    let mut forwards: HashMap<u16, u16> = HashMap::new();
     let mut guest_shutdown = false;
     let mut panicked = false;
     let mut stop_requested = false;
@@ -445,7 +471,16 @@ async fn drive(spec: &LaunchSpec, dir: &Path, rep: &mut Reporter, cfg: &QemuConf
                 kill_at = None;
             }
             Some((req, reply)) = rx.recv() => {
+                if let ControlRequest::Forward { guest_port } = req {
+                    let netdev = cfg.nics.first().map(|n| format!("fv-net-{}", n.id));
+                    let _ = reply.send(match forward(&qmp, netdev.as_deref(), &mut forwards, guest_port).await {
+                        Ok(port) => ControlReply { ok: true, error: None, state: Some(rep.state.clone()), port: Some(port) },
+                        Err(e) => ControlReply { ok: false, error: Some(e), state: Some(rep.state.clone()), port: None },
+                    });
+                    continue;
+                }
                 let r = match req {
+                    ControlRequest::Forward { .. } => unreachable!("answered above"),
                     ControlRequest::Status => Ok(()),
                     ControlRequest::Pause => qmp.stop().await.map(|_| rep.set(LauncherPhase::Paused, "Paused", "the guest is paused")),
                     ControlRequest::Unpause => qmp.cont().await.map(|_| rep.set(LauncherPhase::Running, "Running", format!("the guest is running under {accel}"))),
@@ -468,8 +503,8 @@ async fn drive(spec: &LaunchSpec, dir: &Path, rep: &mut Reporter, cfg: &QemuConf
                     }
                 };
                 let _ = reply.send(match r {
-                    Ok(()) => ControlReply { ok: true, error: None, state: Some(rep.state.clone()) },
-                    Err(e) => ControlReply { ok: false, error: Some(e.to_string()), state: Some(rep.state.clone()) },
+                    Ok(()) => ControlReply { ok: true, error: None, state: Some(rep.state.clone()), port: None },
+                    Err(e) => ControlReply { ok: false, error: Some(e.to_string()), state: Some(rep.state.clone()), port: None },
                 });
             }
         }

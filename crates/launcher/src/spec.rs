@@ -106,6 +106,9 @@ pub enum ControlRequest {
     SoftReboot,
     Reset,
     Status,
+    /// Make the guest's TCP `guest_port` reachable on a loopback port of the host (QEMU's user-mode
+    /// network `hostfwd`); the reply's `port` names it. Asking again gives the same port.
+    Forward { guest_port: u16 },
 }
 
 /// The answer to a [`ControlRequest`].
@@ -117,6 +120,9 @@ pub struct ControlReply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<LauncherState>,
+    /// The host port of a [`ControlRequest::Forward`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Read a launcher's state from its folder.

@@ -17,6 +17,7 @@
 //! ```text
 //!  PUT /v1/pods/<uid>/pause | unpause | softreboot     -> 200 {"message": ...} or an error
 //!  GET /v1/pods/<uid>/console | vnc  (Upgrade: ferrovirt-stream)  -> 101, then raw bytes both ways
+//!  GET /v1/pods/<uid>/portforward/<port>  (Upgrade)  -> 101, then the guest's TCP port
 //! ```
 
 use std::net::SocketAddr;
@@ -184,11 +185,23 @@ fn reply(code: StatusCode, message: impl Into<String>) -> Reply {
 pub enum Call {
     Control { uid: String, request: ControlRequest },
     Stream { uid: String, socket: &'static str },
+    /// A stream to the guest's TCP port.
+    Forward { uid: String, port: u16 },
 }
 
 /// Parse a method and path into a call (pure).
 pub fn parse(method: &Method, path: &str) -> Result<Call, (StatusCode, String)> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let ["v1", "pods", uid, "portforward", port] = segs.as_slice() {
+        if !local::is_uid(uid) {
+            return Err((StatusCode::BAD_REQUEST, format!("{uid:?} is not a pod UID")));
+        }
+        let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or((StatusCode::BAD_REQUEST, format!("{port:?} is not a TCP port")))?;
+        if *method != Method::GET {
+            return Err((StatusCode::METHOD_NOT_ALLOWED, "portforward takes GET".into()));
+        }
+        return Ok(Call::Forward { uid: uid.to_string(), port });
+    }
     let ["v1", "pods", uid, action] = segs.as_slice() else {
         return Err((StatusCode::NOT_FOUND, format!("no such endpoint path {path:?}")));
     };
@@ -247,32 +260,65 @@ async fn handle(pods_dir: &Path, req: Request<Incoming>) -> Reply {
                 Err(e) => reply(StatusCode::BAD_GATEWAY, format!("the launcher did not answer: {e}")),
             }
         }
-        Call::Stream { uid, socket } => stream(pods_dir.join(&uid), socket, req).await,
+        Call::Stream { uid, socket } => {
+            let dir = pods_dir.join(&uid);
+            let wants = wants_upgrade(&req);
+            if let Err(r) = wants {
+                return r;
+            }
+            let path = dir.join(socket);
+            // Connect before answering 101, so a missing socket is an error the caller can report.
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(unix) => upgrade_and_splice(req, unix),
+                Err(e) if !dir.is_dir() => reply(StatusCode::NOT_FOUND, format!("no VM runs here for this pod: {e}")),
+                Err(e) => reply(StatusCode::CONFLICT, format!("the VM's {socket} is not open (is the VM running?): {e}")),
+            }
+        }
+        Call::Forward { uid, port } => {
+            if let Err(r) = wants_upgrade(&req) {
+                return r;
+            }
+            let dir = pods_dir.join(&uid);
+            if !dir.is_dir() {
+                return reply(StatusCode::NOT_FOUND, format!("pod {uid} does not run on this node"));
+            }
+            let host_port = match local::control(&dir, &ControlRequest::Forward { guest_port: port }).await {
+                Ok(ControlReply { ok: true, port: Some(p), .. }) => p,
+                Ok(ControlReply { error, .. }) => return reply(StatusCode::CONFLICT, error.unwrap_or_else(|| "the launcher refused the port forward".into())),
+                Err(e) => return reply(StatusCode::BAD_GATEWAY, format!("the launcher did not answer: {e}")),
+            };
+            match tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await {
+                Ok(tcp) => upgrade_and_splice(req, tcp),
+                Err(e) => reply(StatusCode::BAD_GATEWAY, format!("cannot reach the guest's port {port}: {e}")),
+            }
+        }
     }
 }
 
-async fn stream(dir: PathBuf, socket: &'static str, req: Request<Incoming>) -> Reply {
-    let wants_upgrade = req
+fn wants_upgrade(req: &Request<Incoming>) -> Result<(), Reply> {
+    let asked = req
         .headers()
         .get(http::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case(STREAM_PROTOCOL));
-    if !wants_upgrade {
-        return reply(StatusCode::BAD_REQUEST, format!("this endpoint needs `Upgrade: {STREAM_PROTOCOL}`"));
+    if asked {
+        Ok(())
+    } else {
+        Err(reply(StatusCode::BAD_REQUEST, format!("this endpoint needs `Upgrade: {STREAM_PROTOCOL}`")))
     }
-    let path = dir.join(socket);
-    // Connect before answering 101, so a missing socket is an error the caller can report.
-    let mut unix = match tokio::net::UnixStream::connect(&path).await {
-        Ok(s) => s,
-        Err(e) if !dir.is_dir() => return reply(StatusCode::NOT_FOUND, format!("no VM runs here for this pod: {e}")),
-        Err(e) => return reply(StatusCode::CONFLICT, format!("the VM's {socket} is not open (is the VM running?): {e}")),
-    };
+}
+
+/// Answer 101 and relay bytes between the upgraded connection and `io` until either side ends.
+fn upgrade_and_splice<S>(req: Request<Incoming>, mut io: S) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let mut io = hyper_util::rt::TokioIo::new(upgraded);
-                let r = tokio::io::copy_bidirectional(&mut io, &mut unix).await;
-                debug!(socket, ?r, "stream ended");
+                let mut up = hyper_util::rt::TokioIo::new(upgraded);
+                let r = tokio::io::copy_bidirectional(&mut up, &mut io).await;
+                debug!(?r, "stream ended");
             }
             Err(e) => debug!(error = %e, "upgrade failed"),
         }
@@ -302,6 +348,9 @@ mod tests {
         assert_eq!(parse(&Method::PUT, "/v1/pods/../pause").unwrap_err().0, StatusCode::BAD_REQUEST);
         assert_eq!(parse(&Method::PUT, &format!("/v1/pods/{UID}/reset")).unwrap_err().0, StatusCode::NOT_FOUND);
         assert_eq!(parse(&Method::PUT, "/v1/other").unwrap_err().0, StatusCode::NOT_FOUND);
+        assert_eq!(parse(&Method::GET, &format!("/v1/pods/{UID}/portforward/22")), Ok(Call::Forward { uid: UID.into(), port: 22 }));
+        assert_eq!(parse(&Method::GET, &format!("/v1/pods/{UID}/portforward/0")).unwrap_err().0, StatusCode::BAD_REQUEST);
+        assert_eq!(parse(&Method::GET, &format!("/v1/pods/{UID}/portforward/99999")).unwrap_err().0, StatusCode::BAD_REQUEST);
     }
 
     #[test]
