@@ -182,9 +182,12 @@ impl ApiError {
             StoreError::FutureRevision { requested, current } => ApiError::Timeout(format!(
                 "Too large resource version: {requested}, current: {current}"
             )),
-            StoreError::Unavailable(msg) => {
-                ApiError::Unavailable(format!("storage is unavailable, try again later: {msg}"))
-            }
+            // "storage unavailable: etcd has no quorum or cannot be reached (...): <cause>": nothing
+            // was changed, the client may try again.
+            err @ StoreError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
+            // A write whose fate is unknown: 504, as Kubernetes answers a storage timeout, so the
+            // client reads before it writes again (a create tried again gets 409 if it was made).
+            err @ StoreError::OutcomeUnknown(_) => ApiError::Timeout(err.to_string()),
             StoreError::Internal(msg) => ApiError::Internal(msg),
         }
     }
@@ -230,6 +233,18 @@ mod tests {
             st["message"],
             "VirtualMachine.kubevirt.io \"vm1\" is invalid: [spec.running: Invalid value: x, spec.template: Required value]"
         );
+    }
+
+    #[test]
+    fn storage_failures_become_503_or_504_with_the_cause() {
+        let s = Subject { plural: "virtualmachines".into(), group: "kubevirt.io".into(), name: "vm1".into(), ..Default::default() };
+        let cause = "etcd has no quorum or cannot be reached (http://127.0.0.1:1, http://127.0.0.1:2): etcdserver: no leader (create /registry/x, for 5.0s)";
+        let st = ApiError::from_store(StoreError::Unavailable(cause.into()), &s).to_status();
+        assert_eq!((st["code"].as_u64(), st["reason"].as_str()), (Some(503), Some("ServiceUnavailable")));
+        assert_eq!(st["message"], format!("storage unavailable: {cause}"));
+        let st = ApiError::from_store(StoreError::OutcomeUnknown(cause.into()), &s).to_status();
+        assert_eq!((st["code"].as_u64(), st["reason"].as_str()), (Some(504), Some("Timeout")));
+        assert_eq!(st["message"], format!("storage unavailable, the write may or may not have been applied: {cause}"));
     }
 
     #[test]

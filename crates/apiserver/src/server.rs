@@ -271,13 +271,25 @@ fn check_accept(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
+/// `/readyz` (and the older `/healthz`): 200 while the store answers a quorum read, 503 when it
+/// does not. As in Kubernetes, a caller without the token learns which check failed but not why.
+async fn readiness(server: &Server, headers: &HeaderMap) -> Response {
+    match server.objects.store.current_revision().await {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            let why = if authorized(server, headers) { e.to_string() } else { "reason withheld".into() };
+            let body = format!("[+]ping ok\n[-]storage failed: {why}\nreadyz check failed\n");
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        }
+    }
+}
+
 async fn route(server: &Arc<Server>, req: Request<Body>) -> ApiResult<Response> {
     let path = req.uri().path().to_string();
     match path.as_str() {
-        "/healthz" | "/livez" | "/readyz" => {
-            server.objects.store.current_revision().await?;
-            return Ok((StatusCode::OK, "ok").into_response());
-        }
+        // Alive as long as it serves: a store without quorum is no reason to restart the server.
+        "/livez" => return Ok((StatusCode::OK, "ok").into_response()),
+        "/healthz" | "/readyz" => return Ok(readiness(server, req.headers()).await),
         "/version" | "/version/" => return Ok(json_response(StatusCode::OK, &discovery::version())),
         _ => {}
     }

@@ -127,6 +127,15 @@ pub enum Command {
         after_help = "Examples:\n  fvctl vnc vm1 --port 5901          (then: vncviewer 127.0.0.1::5901)\n  fvctl vnc vm1 --screenshot vm1.png"
     )]
     Vnc(crate::vnc::VncArgs),
+    /// Forward local ports to a VM's TCP ports (through the API server).
+    #[command(
+        name = "port-forward",
+        after_help = "Examples:\n  fvctl port-forward vm1 8080:80        (then: curl 127.0.0.1:8080)\n  fvctl port-forward vm/vm1 :22\n  ssh -o ProxyCommand='fvctl port-forward --stdio vm1 22' root@vm1"
+    )]
+    PortForward(crate::portforward::PortForwardArgs),
+    /// SSH into a VM through a port forward (runs ssh with a ProxyCommand).
+    #[command(after_help = "Examples:\n  fvctl ssh root@vm1\n  fvctl ssh -i ~/.ssh/id_ed25519 fedora@vm/vm1 -c 'uname -a'\n  fvctl ssh root@vm1 -- -v -o StrictHostKeyChecking=no")]
+    Ssh(crate::portforward::SshArgs),
 
     // ---- images ----
     /// containerDisk images: push a disk to a registry, list what nodes have cached.

@@ -5,7 +5,7 @@
 //! ```text
 //!   main ─▶ cli::Cli (clap) ─▶ run ─▶ objects (get, describe, apply, create, delete, edit)
 //!                                  ├▶ vm (start, stop, restart, pause, soft-reboot, guestosinfo, create vm)
-//!                                  ├▶ console, vnc (websockets)       ├▶ image (push, ls)
+//!                                  ├▶ console, vnc, port-forward, ssh (websockets)       ├▶ image (push, ls)
 //!                                  └▶ cluster (cluster-info, version, completion)
 //!   all API calls ─▶ api::Rest (kube::Client + JSON) ─▶ errors::Error (exit codes 0-5)
 //! ```
@@ -26,6 +26,7 @@ pub mod image;
 pub mod manifest;
 pub mod objects;
 pub mod output;
+pub mod portforward;
 pub mod resources;
 pub mod vm;
 pub mod vm_manifest;
@@ -104,6 +105,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Console(a) => console::console(&ctx, a).await,
         Command::Guestosinfo(a) => vm::guestosinfo(&ctx, &a.name).await,
         Command::Vnc(a) => vnc::vnc(&ctx, a).await,
+        Command::PortForward(a) => portforward::port_forward(&ctx, a).await,
+        Command::Ssh(a) => portforward::ssh(&ctx, &cli.global, a).await,
         Command::Image(ImageCommand::Ls(a)) => image::ls(&ctx, a).await,
         Command::Image(ImageCommand::Push(_)) | Command::Completion(_) => Ok(()),
         Command::ClusterInfo => cluster::cluster_info(&ctx).await,

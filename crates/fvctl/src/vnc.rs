@@ -45,7 +45,8 @@ type Socket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::
 
 /// The websocket as a byte stream: messages in become bytes to read, bytes written become binary
 /// messages. A task carries the bytes until either side ends.
-fn as_stream(ws: Socket) -> DuplexStream {
+/// A websocket of raw bytes as a local byte stream (a task relays between them).
+pub(crate) fn as_stream(ws: Socket) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(1 << 16);
     tokio::spawn(async move {
         let (mut sink, mut stream) = ws.split();

@@ -75,6 +75,14 @@ fn world() -> World {
 
     let up = common::up(&dir.path().join("up"));
     let fv = Fvctl::new(up.kubeconfig());
+    // The guest serves a TCP echo on 7777 and an SSH banner on 22 (busybox nc) for port-forward
+    // and ssh.
+    let script = dir.path().join("services.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nnc -ll -p 7777 -e /bin/cat &\nprintf '#!/bin/sh\\necho SSH-2.0-ferrovirt-test-guest\\nsleep 5\\n' > /tmp/banner\nchmod +x /tmp/banner\nnc -ll -p 22 -e /tmp/banner &\n",
+    )
+    .unwrap();
     let created = fv.ok(&[
         "create",
         "vm",
@@ -86,6 +94,8 @@ fn world() -> World {
         "128Mi",
         "--run-strategy",
         "Halted",
+        "--cloud-init-script",
+        script.to_str().unwrap(),
         "--apply",
     ]);
     assert_eq!(created, "virtualmachine.kubevirt.io/vm1 created\n");
@@ -330,6 +340,27 @@ fn console_pause_and_terminal() {
         "{}",
         r.describe()
     );
+
+    // port-forward: a local port reaches the guest's echo server on 7777.
+    let port = ferrovirt_e2e::free_port().unwrap();
+    let mut forward = fv.spawn(&["port-forward", "vm/vm1", &format!("{port}:7777")]);
+    forward.wait_for_line(Duration::from_secs(30), |l| l.contains(&format!("127.0.0.1:{port} -> 7777")));
+    for round in 0..2 {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let line = format!("hello through port-forward {round}\n");
+        std::io::Write::write_all(&mut tcp, line.as_bytes()).unwrap();
+        let mut back = vec![0u8; line.len()];
+        std::io::Read::read_exact(&mut tcp, &mut back).unwrap();
+        assert_eq!(String::from_utf8_lossy(&back), line);
+    }
+    drop(forward);
+
+    // ssh: the ProxyCommand path reaches the guest's port 22 (the guest's "sshd" only sends a banner,
+    // so ssh fails after reading it; ssh -v shows what it read).
+    let r = fv.run_with(&["ssh", "root@vm/vm1", "--", "-v", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"], None, Duration::from_secs(60));
+    assert!(r.stderr.contains("remote software version ferrovirt-test-guest"), "{}", r.describe());
+    assert!(!r.status.success(), "{}", r.describe());
 
     // The guest has no agent: guestosinfo says so.
     let r = fv.fails(&["guestosinfo", "vm1"], 1);

@@ -130,9 +130,14 @@ pub enum StoreError {
         requested: Revision,
         current: Revision,
     },
-    /// The backend cannot be reached or has no quorum; the request may succeed later.
+    /// The backend cannot be reached or has no quorum, and nothing was changed; the request may
+    /// succeed later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent, but the backend stopped answering before it confirmed or refused it: it
+    /// may or may not have been applied. Read the key before deciding to write again.
+    #[error("storage unavailable, the write may or may not have been applied: {0}")]
+    OutcomeUnknown(String),
     #[error("storage error: {0}")]
     Internal(String),
 }

@@ -1,7 +1,9 @@
 //! Helpers for tests, of this crate and of others (cargo feature `testing`): a real etcd, or a
 //! cluster of them, on 127.0.0.1 with free ports and throw-away data directories.
 //!
-//! Every process started here is killed by its PID (SIGKILL) when its handle is dropped.
+//! Every process started here is killed by its PID (SIGKILL) when its handle is dropped; a test
+//! kills one member with [`EtcdProcess::kill`] (by PID) and brings it back on the same data
+//! directory with [`EtcdProcess::restart`] or [`EtcdProcess::start_again`].
 //! The binary is `/usr/bin/etcd` (Debian's `etcd-server`), or `$FERROVIRT_ETCD` if set. A missing
 //! binary is an error, not a skip: the tests that need etcd fail and say what to install.
 //!
@@ -114,6 +116,37 @@ impl EtcdProcess {
         self.kill();
         self.spawn()?;
         self.wait_healthy()
+    }
+
+    /// Start the killed process again on the same data directory and ports, without waiting
+    /// (members of a cluster without quorum only become healthy together: start them all, then
+    /// [`Self::wait_until_healthy`]). Does nothing if it runs.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.kill();
+        self.spawn()
+    }
+
+    /// Wait until the member says it is healthy (it has a leader and serves), up to 30 s.
+    pub fn wait_until_healthy(&mut self) -> io::Result<()> {
+        self.wait_healthy()
+    }
+
+    /// Whether etcd's `/health` says the member is healthy now (for a cluster member: it has a
+    /// leader).
+    pub fn is_healthy(&self) -> bool {
+        health(self.client_port)
+    }
+
+    /// `(this member's id, its leader's id)` from etcd's status, if it answers; the leader id is
+    /// 0 while it knows no leader.
+    pub fn raft_status(&self) -> Option<(u64, u64)> {
+        let body = http_post(self.client_port, "/v3/maintenance/status", "{}").ok()?;
+        let member = json_number(&body, "member_id")?;
+        let leader = json_number(&body, "leader").unwrap_or(0);
+        Some((member, leader))
     }
 
     fn log_path(&self) -> PathBuf {
@@ -260,6 +293,43 @@ impl EtcdCluster {
     pub fn members(&mut self) -> &mut [EtcdProcess] {
         &mut self.members
     }
+
+    /// The index of the member that is the leader, as the running members see it, if they
+    /// agree on one.
+    pub fn leader(&mut self) -> Option<usize> {
+        let statuses: Vec<(usize, u64, u64)> = self
+            .members
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                if !m.is_running() {
+                    return None;
+                }
+                m.raft_status().map(|(id, leader)| (i, id, leader))
+            })
+            .collect();
+        let leader = statuses.first()?.2;
+        if leader == 0 || statuses.iter().any(|s| s.2 != leader) {
+            return None;
+        }
+        statuses.iter().find(|s| s.1 == leader).map(|s| s.0)
+    }
+
+    /// Wait until the members agree on a leader, up to 30 s; its index.
+    pub fn wait_for_leader(&mut self) -> io::Result<usize> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(leader) = self.leader() {
+                return Ok(leader);
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "the etcd members agree on no leader after {START_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// Whether etcd's `/health` on this client port says it is healthy.
@@ -278,6 +348,43 @@ fn health(client_port: u16) -> bool {
     check().unwrap_or(false)
 }
 
+/// The body of `POST path` with a JSON body on 127.0.0.1 (etcd's JSON gateway).
+fn http_post(port: u16, path: &str, body: &str) -> io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(body.to_owned())
+        }
+        _ => Err(io::Error::other(format!("{path} answered: {response}"))),
+    }
+}
+
+/// The value of `"field":"123"` (etcd's gateway writes 64-bit numbers as strings) or
+/// `"field":123` in a JSON text.
+fn json_number(json: &str, field: &str) -> Option<u64> {
+    let at = json.find(&format!("\"{field}\":"))? + field.len() + 3;
+    let digits: String = json[at..]
+        .trim_start_matches('"')
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// `N` distinct free TCP ports on 127.0.0.1.
 fn free_ports<const N: usize>() -> io::Result<[u16; N]> {
     let list = free_port_list(N)?;
@@ -293,4 +400,18 @@ fn free_port_list(n: usize) -> io::Result<Vec<u16>> {
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_number;
+
+    #[test]
+    fn numbers_are_read_from_etcds_status() {
+        let status = r#"{"header":{"cluster_id":"17237436991929493444","member_id":"9372538179322589801","revision":"12","raft_term":"3"},"version":"3.4.23","leader":"10501334649042878790","raftIndex":"20"}"#;
+        assert_eq!(json_number(status, "member_id"), Some(9372538179322589801));
+        assert_eq!(json_number(status, "leader"), Some(10501334649042878790));
+        assert_eq!(json_number(r#"{"leader":0}"#, "leader"), Some(0));
+        assert_eq!(json_number(status, "missing"), None);
+    }
 }
