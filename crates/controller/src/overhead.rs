@@ -11,7 +11,8 @@
 //!            + PER_VCPU × vCPUs
 //!            + PER_DEVICE × (disks + interfaces)      block caches, network buffers
 //!            + PER_IOTHREAD × IOThreads
-//!            (+ nothing for video: the launcher runs QEMU with `-vga none`)
+//!            + VIDEO                                  a small VGA card for VNC, unless
+//!                                                     `autoattachGraphicsDevice: false`
 //!   rounded up to a whole MiB
 //! ```
 //!
@@ -42,20 +43,25 @@
 //! The TCG allowance is charged to every VM: the controller cannot know which accelerator the node
 //! will use, and on the machines ferrovirt is developed on KVM does not run a nested guest.
 //!
-//! The launcher's own figure is an estimate for a small tokio process; the launcher RSS benchmark
-//! is the place to replace it with a measurement.
+//! The launcher bounds TCG's buffer to the same 64 MiB (`-accel tcg,tb-size=64`): with QEMU's default
+//! 1 GiB reservation a guest that reboots kept filling it and the cgroup's OOM killer took QEMU.
+//!
+//! The launcher itself (release build, a VM with a containerDisk, cloud-init and a NIC, booted):
+//! 28-30 MiB RSS, so 32 MiB. The VGA card and its VNC server (`vgamem_mb=16`): 4.5 MiB measured,
+//! 6.5 MiB with a viewer attached, and the guest may touch all 16 MiB of video memory: 16 MiB.
 //!
 //! KubeVirt charges about 290 MiB for a 1 vCPU, 1 GiB VM (libvirt, virtlogd, a Go launcher, video);
-//! ferrovirt charges 138 MiB for the same VM with one disk and one NIC.
+//! ferrovirt charges 170 MiB for the same VM with one disk, one NIC and VNC.
 
 use ferrovirt_api::kubevirt::VirtualMachineInstanceSpec;
 use ferrovirt_api::quantity::parse_quantity_bytes;
 
 const MIB: u64 = 1 << 20;
 
-/// ferrovirt's launcher process (Rust, tokio, QMP and console relays). Estimate, to be replaced
-/// by the launcher RSS benchmark's figure.
-pub const LAUNCHER_PROCESS_BYTES: u64 = 16 * MIB;
+/// ferrovirt's launcher process (Rust, tokio, QMP and console relays): measured 28-30 MiB.
+pub const LAUNCHER_PROCESS_BYTES: u64 = 32 * MIB;
+/// The VGA card behind VNC (`vgamem_mb=16`) and QEMU's VNC server.
+pub const VIDEO_BYTES: u64 = 16 * MIB;
 /// QEMU itself without guest RAM and without TCG's code buffer: measured 46.1 MiB under KVM
 /// (see the module documentation), rounded up.
 pub const QEMU_BASE_BYTES: u64 = 48 * MIB;
@@ -99,6 +105,11 @@ fn iothreads(spec: &VirtualMachineInstanceSpec) -> u64 {
     dedicated + shared
 }
 
+/// Whether the VM gets a graphics device (KubeVirt's default: yes).
+fn graphics(spec: &VirtualMachineInstanceSpec) -> bool {
+    spec.domain.devices.autoattach_graphics_device != Some(false)
+}
+
 /// ferrovirt's memory overhead for a VM, in bytes (a whole number of MiB). See the module
 /// documentation for the formula and how each constant was measured.
 pub fn memory_overhead(spec: &VirtualMachineInstanceSpec) -> u64 {
@@ -109,7 +120,8 @@ pub fn memory_overhead(spec: &VirtualMachineInstanceSpec) -> u64 {
         .saturating_add(guest_memory_bytes(spec) / PAGE_TABLE_DIVISOR)
         .saturating_add(PER_VCPU_BYTES.saturating_mul(vcpus(spec)))
         .saturating_add(PER_DEVICE_BYTES.saturating_mul(devices))
-        .saturating_add(PER_IOTHREAD_BYTES.saturating_mul(iothreads(spec)));
+        .saturating_add(PER_IOTHREAD_BYTES.saturating_mul(iothreads(spec)))
+        .saturating_add(if graphics(spec) { VIDEO_BYTES } else { 0 });
     bytes.div_ceil(MIB).saturating_mul(MIB)
 }
 
@@ -133,10 +145,13 @@ mod tests {
 
     #[test]
     fn one_vcpu_one_gib_one_disk_one_nic() {
-        // 16 + 48 + 64 + 1024/512 + 4 + 2×2 = 138 MiB
-        assert_eq!(memory_overhead(&spec("1Gi", 1, 1, 1)), 138 * MIB);
-        // Without devices: 134 MiB.
-        assert_eq!(memory_overhead(&spec("1Gi", 1, 0, 0)), 134 * MIB);
+        // 32 + 48 + 64 + 1024/512 + 4 + 2×2 + 16 = 170 MiB
+        assert_eq!(memory_overhead(&spec("1Gi", 1, 1, 1)), 170 * MIB);
+        // Without devices: 166 MiB; without graphics either: 150 MiB.
+        assert_eq!(memory_overhead(&spec("1Gi", 1, 0, 0)), 166 * MIB);
+        let mut headless = spec("1Gi", 1, 0, 0);
+        headless.domain.devices.autoattach_graphics_device = Some(false);
+        assert_eq!(memory_overhead(&headless), 150 * MIB);
     }
 
     #[test]
@@ -152,7 +167,7 @@ mod tests {
         // 100Mi / 512 = 200 KiB of page tables: rounded up to one MiB.
         let o = memory_overhead(&spec("100Mi", 1, 0, 0));
         assert_eq!(o % MIB, 0);
-        assert_eq!(o, 133 * MIB);
+        assert_eq!(o, 165 * MIB);
     }
 
     #[test]
