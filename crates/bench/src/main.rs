@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ferrovirt_bench::api::{self, Params};
+use ferrovirt_bench::scale::{self, control_plane::StoreKind};
 use ferrovirt_bench::vms;
 
 #[derive(Parser)]
@@ -25,6 +26,46 @@ enum Command {
     /// guest (p50/p95/max), next to plain QEMU with the launcher's own arguments, and each
     /// process's RSS.
     Vms(VmsArgs),
+    /// Control-plane scale: VMIs on simulated nodes (a SIMULATED hypervisor that runs no VM)
+    /// from create to Running, p50/p90/p99, spread over nodes, and the memory and CPU of
+    /// apiserver, controller, scheduler and etcd, on the embedded store and on etcd.
+    Scale(ScaleArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StoreChoice {
+    Embedded,
+    Etcd,
+    Both,
+}
+
+#[derive(Args)]
+struct ScaleArgs {
+    /// VirtualMachineInstances to create.
+    #[arg(long, default_value_t = 1000)]
+    vmis: usize,
+    /// Simulated nodes (sim-node-00, ...).
+    #[arg(long, default_value_t = 20)]
+    nodes: usize,
+    /// Store(s) the API server runs on.
+    #[arg(long, value_enum, default_value = "both")]
+    store: StoreChoice,
+    /// Creates per second, e.g. 50 or 50/s [default: as fast as the API answers, --concurrency
+    /// at a time].
+    #[arg(long, value_parser = scale::parse_rate)]
+    rate: Option<f64>,
+    /// Creates (and deletes) in flight when no --rate is given.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Memory each VMI requests.
+    #[arg(long, default_value = "64Mi")]
+    memory: String,
+    /// Seconds every VMI may take to be Running.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// Keep the data folders with the control plane's logs.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 #[derive(Args)]
@@ -124,6 +165,31 @@ async fn main() -> anyhow::Result<()> {
             // are killed by PID, plain QEMUs are killed, the registry is killed, temp dirs go.
             tokio::select! {
                 result = vms::run(&params) => result,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: stopping and cleaning up");
+                    Ok(())
+                }
+            }
+        }
+        Command::Scale(args) => {
+            let params = scale::Params {
+                vmis: args.vmis,
+                nodes: args.nodes,
+                stores: match args.store {
+                    StoreChoice::Embedded => vec![StoreKind::Embedded],
+                    StoreChoice::Etcd => vec![StoreKind::Etcd],
+                    StoreChoice::Both => vec![StoreKind::Embedded, StoreKind::Etcd],
+                },
+                rate: args.rate,
+                concurrency: args.concurrency,
+                memory: args.memory,
+                timeout: Duration::from_secs(args.timeout_secs),
+                keep: args.keep_logs,
+            };
+            // On Ctrl-C the benchmark future is dropped: every process is killed by PID (the
+            // handles' drop), etcd too, and temp dirs are removed.
+            tokio::select! {
+                result = scale::run(&params) => result,
                 _ = tokio::signal::ctrl_c() => {
                     eprintln!("interrupted: stopping and cleaning up");
                     Ok(())

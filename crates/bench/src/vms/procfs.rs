@@ -10,6 +10,42 @@ pub fn vm_rss_kib(status: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A `kB` field (`VmRSS`, `VmHWM`, ...) of a `/proc/<pid>/status` text, in KiB.
+pub fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `VmRSS` (resident now) and `VmHWM` (the peak resident size so far) of `pid`, in KiB.
+pub fn rss_and_peak_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some((status_kib(&status, "VmRSS")?, status_kib(&status, "VmHWM")?))
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`: 100 on every Linux ABI this
+/// runs on).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds of a `/proc/<pid>/stat` text.
+pub fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    // Fields after the command name (which may hold anything, up to the last ')'): state is
+    // field 3, utime field 14, stime field 15.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// User + system CPU seconds `pid` has used so far (its threads included, its children not).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| stat_cpu_seconds(&s))
+}
+
 /// Resident memory of `pid` in KiB (`None` once it is gone; a zombie has none).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -68,6 +104,19 @@ mod tests {
         assert_eq!(vm_rss_kib(status), Some(123_456));
         // Kernel threads and zombies have no VmRSS line.
         assert_eq!(vm_rss_kib("Name:\tkthreadd\nState:\tS\n"), None);
+    }
+
+    #[test]
+    fn reads_peak_and_cpu_time() {
+        let status = "Name:\tetcd\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(status_kib(status, "VmHWM"), Some(2048));
+        assert_eq!(status_kib(status, "VmRSS"), Some(1024));
+        assert_eq!(status_kib(status, "VmPeak"), None);
+        let stat = "42 (odd ) name) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 100";
+        assert_eq!(stat_cpu_seconds(stat), Some(3.0));
+        let me = std::process::id();
+        assert!(rss_and_peak_kib(me).is_some_and(|(rss, peak)| peak >= rss && rss > 0));
+        assert!(cpu_seconds(me).is_some());
     }
 
     #[test]
