@@ -1,18 +1,14 @@
-//! One `ferrovirt <component>` process (controller, scheduler, node, ...), and a TCP proxy on
-//! loopback that a test can cut to partition a component from the API server.
+//! One `ferrovirt <component>` process (controller, scheduler, node, ...).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::ferrovirt_binary;
 
 /// A `ferrovirt <args>` process, its stderr appended to `log`; killed (SIGKILL, by PID) on drop.
 pub struct Component {
+    /// A command the binary runs under (e.g. `nsenter --net=NS --`), which must exec it.
+    prefix: Vec<String>,
     args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
@@ -20,7 +16,13 @@ pub struct Component {
 
 impl Component {
     pub fn start(args: &[&str], log: &Path) -> Component {
-        let mut c = Component { args: args.iter().map(|a| a.to_string()).collect(), log: log.to_path_buf(), child: None };
+        Self::start_under(Vec::new(), args, log)
+    }
+
+    /// Start `prefix... ferrovirt args...`; the prefix must exec the binary (as `ip netns exec`
+    /// does), so the PID is still ferrovirt's.
+    pub fn start_under(prefix: Vec<String>, args: &[&str], log: &Path) -> Component {
+        let mut c = Component { prefix, args: args.iter().map(|a| a.to_string()).collect(), log: log.to_path_buf(), child: None };
         c.spawn();
         c
     }
@@ -28,7 +30,16 @@ impl Component {
     /// Start the process (again).
     pub fn spawn(&mut self) {
         let log = std::fs::File::options().create(true).append(true).open(&self.log).expect("component log");
-        let child = Command::new(ferrovirt_binary().expect("the ferrovirt binary"))
+        let binary = ferrovirt_binary().expect("the ferrovirt binary");
+        let mut command = match self.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
+        let child = command
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -69,72 +80,4 @@ impl Drop for Component {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-/// A TCP proxy on 127.0.0.1 to one target. [`Partition::cut`] drops every connection through it
-/// and refuses new ones until [`Partition::heal`]: to the client it is as if the network between
-/// it and the target went away.
-pub struct Partition {
-    pub addr: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Partition {
-    pub async fn start(target: std::net::SocketAddr) -> std::io::Result<Partition> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let cut = Arc::new(AtomicBool::new(false));
-        let (generation, _) = watch::channel(0u64);
-        let task = {
-            let (cut, generation) = (cut.clone(), generation.clone());
-            tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if cut.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let mut dropped = generation.subscribe();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(target).await else { return };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = dropped.changed() => {}
-                        }
-                    });
-                }
-            })
-        };
-        Ok(Partition { addr, cut, generation, task })
-    }
-
-    /// Drop every connection and refuse new ones.
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    pub fn heal(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A copy of `kubeconfig` whose server is `https://<addr>` (e.g. a [`Partition`]), written to `to`.
-pub fn kubeconfig_via(kubeconfig: &Path, addr: std::net::SocketAddr, to: &Path) -> std::io::Result<()> {
-    let text = std::fs::read_to_string(kubeconfig)?;
-    let rewritten: Vec<String> = text
-        .lines()
-        .map(|l| match l.trim_start().strip_prefix("server: ") {
-            Some(_) => format!("{}server: https://{addr}", &l[..l.len() - l.trim_start().len()]),
-            None => l.to_string(),
-        })
-        .collect();
-    std::fs::write(to, rewritten.join("\n") + "\n")
 }

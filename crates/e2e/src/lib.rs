@@ -6,8 +6,8 @@
 //! * [`Kubectl`]: a kubectl binary pointed at a kubeconfig, run as a user types it;
 //!   [`BackgroundKubectl`] for the long-running ones (`kubectl get -w`).
 //! * [`kubectl_1_20`], [`kubectl_on_path`]: the kubectl binaries the scenarios run with.
-//! * [`component::Component`]: one `ferrovirt <component>` process; [`component::Partition`]: a
-//!   loopback TCP proxy a test cuts to partition a component from the API server.
+//! * [`component::Component`]: one `ferrovirt <component>` process.
+//! * [`netns::NetNs`]: a network namespace a test cuts a node off with (loopback relays inside).
 //! * [`up::UpProcess`]: `ferrovirt up` with one node; [`up::ByteStream`]: the console and VNC websockets.
 //!
 //! An API server process goes through these states; dropping the handle kills it (SIGKILL by PID)
@@ -53,6 +53,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context};
 
 pub mod component;
+pub mod netns;
 pub mod up;
 
 /// How long an API server may take from spawn to its ready line.

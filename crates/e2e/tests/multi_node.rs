@@ -5,14 +5,15 @@
 //! ```text
 //!   ferrovirt apiserver ◀──────────────────────── controller (node grace 6 s, VMI failure +2 s)
 //!        ▲   ▲   ▲                                 scheduler
-//!        │   │   └── Partition (loopback proxy) ── node n3 ─┐
-//!        │   └────── Partition ─────────────────── node n2 ─┼─ each: --fence-after-seconds 4, own data dir
-//!        └────────── Partition ─────────────────── node n1 ─┘
+//!        │   │   └──────────────────────────────── node n3 ─┐
+//!        │   └──────────────────────────────────── node n2 ─┼─ each: --fence-after-seconds 4, own data dir
+//!        └── relay ── [network namespace of n1] ── node n1 ─┘   (its QEMUs live in that namespace too)
 //! ```
 //!
-//! Cutting a node's proxy is a network partition between it and the control plane: its agent
-//! cannot renew its Lease, kills its guests after 4 s, and the controller fails its VMIs only after
-//! max(6 + 2, 4 + 10) s, so the replacement boots after the original is dead. Each guest prints a
+//! n1 runs in its own network namespace; loopback relays inside it reach the API server and the
+//! registry. Taking the namespace's loopback down cuts n1 off: its agent cannot renew its Lease,
+//! kills its guests after 4 s, and the controller fails its VMIs only after max(6 + 2, 4 + 10) s,
+//! so the replacement boots after the original is dead. Each guest prints a
 //! heartbeat line every second; the intervals in which two consoles of one VM were written never
 //! overlap.
 
@@ -29,7 +30,8 @@ use serde_json::json;
 
 use ferrovirt_api::kubevirt::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_disks::testing::RegistryProcess;
-use ferrovirt_e2e::component::{kubeconfig_via, Component, Partition};
+use ferrovirt_e2e::component::Component;
+use ferrovirt_e2e::netns::NetNs;
 use ferrovirt_e2e::ApiServerProcess;
 use ferrovirt_launcher::spec;
 
@@ -38,7 +40,9 @@ use real_vm::{push_guest, sweep_pod_processes};
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 
 struct Cluster {
-    nodes: BTreeMap<&'static str, (Component, Partition)>,
+    nodes: BTreeMap<&'static str, Component>,
+    /// n1's network namespace (dropped after the components).
+    n1_net: Option<NetNs>,
     controller: Component,
     scheduler: Component,
     apiserver: ApiServerProcess,
@@ -52,7 +56,7 @@ impl Cluster {
 
     fn logs(&self) -> String {
         let mut text = String::new();
-        for (name, (c, _)) in &self.nodes {
+        for (name, c) in &self.nodes {
             text.push_str(&format!("--- node {name} (last 25 lines) ---\n{}\n", c.log_tail(25)));
         }
         text.push_str(&format!("--- controller (last 40 lines) ---\n{}\n", self.controller.log_tail(40)));
@@ -63,7 +67,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (c, _) in self.nodes.values_mut() {
+        for c in self.nodes.values_mut() {
             c.kill9();
         }
         self.controller.kill9();
@@ -75,6 +79,7 @@ impl Drop for Cluster {
             eprintln!("{}", self.logs());
         }
         self.apiserver.kill9();
+        self.n1_net.take();
     }
 }
 
@@ -237,21 +242,22 @@ async fn partitioned_and_lost_nodes_never_run_a_vm_twice() {
     let d = tmp.path();
     let apiserver = ApiServerProcess::start(d.join("cp"), None).unwrap();
     let kubeconfig = apiserver.kubeconfig().to_str().unwrap().to_string();
-    let api_addr: std::net::SocketAddr = format!("127.0.0.1:{}", apiserver.port()).parse().unwrap();
+    let n1_net = NetNs::create("n1").unwrap();
+    n1_net.forward_loopback_port(apiserver.port()).unwrap();
+    n1_net.forward_loopback_port(registry.port()).unwrap();
     let mut nodes = BTreeMap::new();
     for name in NODES {
-        let partition = Partition::start(api_addr).await.unwrap();
-        let kc = d.join(format!("{name}.kubeconfig"));
-        kubeconfig_via(Path::new(&kubeconfig), partition.addr, &kc).unwrap();
         let data = d.join(name);
         let args = [
-            "node", "--name", name, "--kubeconfig", kc.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--kvm", "off",
+            "node", "--name", name, "--kubeconfig", &kubeconfig, "--data-dir", data.to_str().unwrap(), "--kvm", "off",
             "--fence-after-seconds", "4",
         ];
-        nodes.insert(name, (Component::start(&args, &d.join(format!("{name}.log"))), partition));
+        let prefix = if name == "n1" { n1_net.exec_prefix() } else { Vec::new() };
+        nodes.insert(name, Component::start_under(prefix, &args, &d.join(format!("{name}.log"))));
     }
     let cluster = Cluster {
         nodes,
+        n1_net: Some(n1_net),
         controller: Component::start(
             &["controller", "--kubeconfig", &kubeconfig, "--node-grace-seconds", "6", "--vmi-failure-grace-seconds", "2"],
             &d.join("controller.log"),
@@ -285,9 +291,10 @@ async fn partitioned_and_lost_nodes_never_run_a_vm_twice() {
     set_unschedulable(&node_api, "n3", false).await;
     watch_for(&cluster, &witness, 3).await;
 
-    // Partition n1: it fences its guests; both VMs run again on n2/n3, never twice at once.
+    // Partition n1 (its network namespace loses its loopback): it fences its guests; both VMs run
+    // again on n2/n3, never twice at once.
     let cut_at = Instant::now();
-    cluster.nodes["n1"].1.cut();
+    cluster.n1_net.as_ref().unwrap().cut().unwrap();
     let (a2, node_a) = running_on(&cluster, &witness, &vmis, "vm-a", Some(&a1), 300).await;
     let (_b2, node_b) = running_on(&cluster, &witness, &vmis, "vm-b", Some(&b1), 300).await;
     assert_ne!(node_a, "n1");
@@ -296,7 +303,7 @@ async fn partitioned_and_lost_nodes_never_run_a_vm_twice() {
     assert!(folders_of(&cluster, "vm-a").iter().all(|dir| !dir.starts_with(cluster.pods_dir("n1")) || spec::read_state(dir).and_then(|s| s.qemu_pid).is_none_or(|p| !Path::new(&format!("/proc/{p}")).exists())));
 
     // Heal: n1 comes back, cleans up its folders and resurrects nothing.
-    cluster.nodes["n1"].1.heal();
+    cluster.n1_net.as_ref().unwrap().heal().unwrap();
     let healed = Instant::now();
     loop {
         witness.lock().unwrap().observe(&cluster, &["vm-a", "vm-b"]);
@@ -313,7 +320,7 @@ async fn partitioned_and_lost_nodes_never_run_a_vm_twice() {
     // Lose the node that runs vm-a: kill -9 its agent and its launchers and QEMUs.
     let lost = node_a.clone();
     let mut cluster = cluster;
-    cluster.nodes.get_mut(lost.as_str()).unwrap().0.kill9();
+    cluster.nodes.get_mut(lost.as_str()).unwrap().kill9();
     sweep_pod_processes(&cluster.pods_dir(&lost));
     let (_a3, node_a) = running_on(&cluster, &witness, &vmis, "vm-a", Some(&a2), 300).await;
     assert_ne!(node_a, lost);
