@@ -31,7 +31,9 @@ apt-get install -y --no-install-recommends \
     docker-registry \
     mtools \
     dosfstools \
-    tmux
+    tmux \
+    iproute2 \
+    openssh-client
 
 "$repo_root/scripts/fetch-kubectl-1.20.sh"
 # The test guest (Debian kernel + busybox) that the QEMU tests boot.
