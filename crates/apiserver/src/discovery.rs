@@ -46,6 +46,10 @@ pub fn api_groups() -> Value {
     }
     let gv = json!({ "groupVersion": "subresources.kubevirt.io/v1", "version": "v1" });
     groups.push(json!({ "name": "subresources.kubevirt.io", "versions": [gv.clone()], "preferredVersion": gv }));
+    // Eviction (a subresource of pods); kubectl drain before 1.22 only evicts if the group is listed.
+    let (group, version) = (crate::eviction::POLICY_GROUP, crate::eviction::POLICY_VERSION);
+    let gv = json!({ "groupVersion": format!("{group}/{version}"), "version": version });
+    groups.push(json!({ "name": group, "versions": [gv.clone()], "preferredVersion": gv }));
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
@@ -89,6 +93,9 @@ pub fn resource_list(group: &str, version: &str) -> Value {
                 "name": format!("{}/status", k.plural), "singularName": "", "namespaced": k.namespaced,
                 "kind": k.kind, "verbs": ["get", "patch", "update"],
             }));
+        }
+        if k.group.is_empty() && k.kind == "Pod" {
+            resources.push(crate::eviction::discovery_entry());
         }
         if k.scale {
             resources.push(json!({
@@ -168,5 +175,15 @@ mod tests {
         assert!(names.contains(&"virtualmachineinstancereplicasets/scale"));
         let groups = api_groups();
         assert!(groups["groups"].as_array().unwrap().iter().any(|g| g["name"] == "kubevirt.io"));
+    }
+
+    #[test]
+    fn pods_have_the_eviction_subresource_in_the_policy_group() {
+        let core = resource_list("", "v1");
+        let eviction = core["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods/eviction").expect("pods/eviction");
+        assert_eq!((eviction["kind"].as_str(), eviction["group"].as_str()), (Some("Eviction"), Some("policy")));
+        let groups = api_groups();
+        let policy = groups["groups"].as_array().unwrap().iter().find(|g| g["name"] == "policy").expect("policy group");
+        assert_eq!(policy["preferredVersion"]["groupVersion"], "policy/v1");
     }
 }

@@ -6,11 +6,12 @@
 //!   and OpenAPI; [`admission`]: defaulting and validation per kind; [`gc`]: garbage collection and
 //!   namespaces; [`pki`]: CA, token and kubeconfig; [`server`]: HTTP, TLS and start-up;
 //!   [`vm_actions`], [`vmi_actions`]: KubeVirt's subresources, the latter through [`node_proxy`] to the
-//!   node agent that runs the VMI.
+//!   node agent that runs the VMI; [`eviction`]: the Eviction subresource of pods (`kubectl drain`).
 
 pub mod admission;
 pub mod discovery;
 pub mod error;
+pub mod eviction;
 pub mod gc;
 pub mod kinds;
 pub mod node_proxy;

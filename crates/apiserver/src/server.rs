@@ -321,6 +321,15 @@ async fn route(server: &Arc<Server>, req: Request<Body>) -> ApiResult<Response> 
     if let Some(rest) = path.strip_prefix("/apis/subresources.kubevirt.io/v1") {
         return kubevirt_subresource(server, rest, req).await;
     }
+    if path.trim_end_matches('/') == format!("/apis/{}/{}", crate::eviction::POLICY_GROUP, crate::eviction::POLICY_VERSION) {
+        return Ok(json_response(StatusCode::OK, &crate::eviction::policy_resource_list()));
+    }
+    if let Some((ns, name)) = crate::eviction::route(&path) {
+        let (parts, body) = req.into_parts();
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let query = Query::parse(parts.uri.query());
+        return crate::eviction::handle(&server.objects, ns, name, &parts.method, content_type, read_body(body).await?, &query).await;
+    }
     match parse_path(&path)? {
         Route::ResourceList { group, version } => Ok(json_response(StatusCode::OK, &discovery::resource_list(&group, &version))),
         Route::Resource(target) => resource(server, target, req).await,

@@ -836,6 +836,58 @@ pub fn json_subset(expected: &serde_json::Value, actual: &serde_json::Value) -> 
     walk(expected, actual, "")
 }
 
+/// The `fvctl` binary, built once per test process like [`ferrovirt_binary`] (same target folder
+/// and profile); `FVCTL_BIN=/path/to/fvctl` skips the build.
+pub fn fvctl_binary() -> anyhow::Result<PathBuf> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| build_fvctl().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_fvctl() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("FVCTL_BIN") {
+        let bin = PathBuf::from(bin);
+        ensure!(is_executable(&bin), "FVCTL_BIN={} is not an executable file", bin.display());
+        return Ok(bin);
+    }
+    // Next to the ferrovirt binary: <target>/<profile>/.
+    let ferrovirt = ferrovirt_binary()?;
+    let profile_dir = ferrovirt.parent().context("the ferrovirt binary has no parent folder")?;
+    let target_dir = profile_dir.parent().context("profile folder has no parent")?;
+    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => bail!("cannot tell the cargo profile from {}", profile_dir.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_package_env) {
+            command.env_remove(name);
+        }
+    }
+    let output = command
+        .args(["build", "--quiet", "-p", "fvctl", "--bin", "fvctl", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(repo_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
+    ensure!(
+        output.status.success(),
+        "`cargo build -p fvctl --bin fvctl --profile {profile}` failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bin = profile_dir.join("fvctl");
+    ensure!(is_executable(&bin), "cargo built fvctl, but {} is missing", bin.display());
+    Ok(bin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,9 @@ pub fn kubeconfig_files(explicit: Option<&str>) -> Vec<PathBuf> {
 #[derive(Clone)]
 pub struct Rest {
     client: kube::Client,
+    /// The same, without kube-rs's retries of 429/503/504 (which back off for minutes), for
+    /// requests whose refusals the command shows and retries itself (evictions).
+    client_once: kube::Client,
     /// The server's URL, from the kubeconfig.
     pub cluster_url: String,
     /// The namespace of the kubeconfig's context (`default` if it names none).
@@ -128,14 +131,21 @@ impl Rest {
             .trim_end_matches('/')
             .to_string();
         let default_namespace = config.default_namespace.clone();
-        let client = kube::Client::try_from(config).map_err(|e| {
-            Error::Unreachable(format!(
-                "cannot build a client for {cluster_url}: {}",
-                chain(&e)
-            ))
-        })?;
+        let mut once_config = config.clone();
+        once_config.default_retry = false;
+        let build = |config: kube::Config| {
+            kube::Client::try_from(config).map_err(|e| {
+                Error::Unreachable(format!(
+                    "cannot build a client for {cluster_url}: {}",
+                    chain(&e)
+                ))
+            })
+        };
+        let client = build(config)?;
+        let client_once = build(once_config)?;
         Ok(Rest {
             client,
+            client_once,
             cluster_url,
             default_namespace,
         })
@@ -516,6 +526,38 @@ impl Rest {
             ))
         })?;
         Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await)
+    }
+
+    /// `POST` a JSON body and return the JSON answer, without kube-rs's retries: a 429 comes
+    /// back at once as [`Error::Api`] (the Eviction subresource answers 429 while a pod may not
+    /// go yet).
+    pub async fn post_once(&self, path: &str, body: &Value) -> Result<Value> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| Error::Failed(format!("cannot encode the request: {e}")))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes))
+            .map_err(|e| Error::Usage(format!("cannot build a request for {path}: {e}")))?;
+        let response = self
+            .client_once
+            .send(request)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status();
+        let bytes = response.into_body().collect_bytes().await.map_err(|e| {
+            Error::Unreachable(format!(
+                "the API server at {} broke off the answer: {}",
+                self.cluster_url,
+                chain(&e)
+            ))
+        })?;
+        if !status.is_success() {
+            return Err(Error::Api(ApiFailure::from_body(status.as_u16(), &bytes)));
+        }
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// `/version`.

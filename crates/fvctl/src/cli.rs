@@ -142,6 +142,23 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
 
+    // ---- nodes ----
+    /// Mark a node unschedulable: no new VM is placed on it; running ones stay.
+    Cordon(NodeArg),
+    /// Mark a node schedulable again.
+    Uncordon(NodeArg),
+    /// Cordon a node and move its VMs away, then wait until they are gone from it.
+    ///
+    /// Each VM's launcher pod is evicted: its instance is stopped gracefully (ACPI power-off,
+    /// then the grace period), and a VM with runStrategy Always or RerunOnFailure starts again on
+    /// another node; a replica set replaces its instance. An instance with evictionStrategy
+    /// LiveMigrate (not supported yet) or External is refused by the server; drain says why and
+    /// tries again every 5 s until --timeout. Pods that run no VM are left alone.
+    #[command(
+        after_help = "Examples:\n  fvctl drain n1\n  fvctl drain n1 --grace-period 10 --timeout 2m\n  fvctl uncordon n1"
+    )]
+    Drain(DrainArgs),
+
     // ---- cluster ----
     /// The API server's address, version and how many nodes are ready.
     #[command(name = "cluster-info")]
@@ -340,6 +357,25 @@ pub struct StopArgs {
     pub wait: WaitFlags,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct NodeArg {
+    /// The node's name.
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// The node's name.
+    pub node: String,
+    /// Seconds each guest gets to power off (default: each VM's terminationGracePeriodSeconds;
+    /// 0 stops them at once).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(i64).range(0..))]
+    pub grace_period: Option<i64>,
+    /// Give up after this long (e.g. 90s, 5m); then exit code 4. The node stays cordoned.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VmOrVmi {
     /// The VM's instance.
@@ -469,6 +505,32 @@ mod tests {
         assert!(
             Cli::try_parse_from(["fvctl", "stop", "vm1", "--force", "--grace-period", "0"]).is_ok()
         );
+    }
+
+    #[test]
+    fn drain_takes_a_grace_period_and_a_timeout() {
+        let args = ["fvctl", "drain", "n1", "--grace-period", "0", "--timeout", "90s"];
+        let Command::Drain(d) = Cli::try_parse_from(args).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(
+            (d.node.as_str(), d.grace_period, d.timeout),
+            ("n1", Some(0), Duration::from_secs(90))
+        );
+        let Command::Drain(d) = Cli::try_parse_from(["fvctl", "drain", "n1"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (d.grace_period, d.timeout),
+            (None, Duration::from_secs(300))
+        );
+        assert!(Cli::try_parse_from(["fvctl", "drain", "n1", "--grace-period", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["fvctl", "drain"]).is_err());
+        let cordon = Cli::try_parse_from(["fvctl", "cordon", "n1"]).unwrap();
+        assert!(matches!(cordon.command, Command::Cordon(_)));
+        let uncordon = Cli::try_parse_from(["fvctl", "uncordon", "n1"]).unwrap();
+        assert!(matches!(uncordon.command, Command::Uncordon(_)));
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //!   main ─▶ cli::Cli (clap) ─▶ run ─▶ objects (get, describe, apply, create, delete, edit)
 //!                                  ├▶ vm (start, stop, restart, pause, soft-reboot, guestosinfo, create vm)
 //!                                  ├▶ console, vnc, port-forward, ssh (websockets)       ├▶ image (push, ls)
+//!                                  ├▶ node (cordon, uncordon, drain)
 //!                                  └▶ cluster (cluster-info, version, completion)
 //!   all API calls ─▶ api::Rest (kube::Client + JSON) ─▶ errors::Error (exit codes 0-5)
 //! ```
 //!
 //! Pure logic lives apart from I/O and is unit-tested: resource names ([`resources`]), manifests
 //! ([`manifest`]), apply decisions ([`apply`]), output ([`output`], [`describe`]), wait goals
-//! ([`wait`]), VM manifests ([`vm_manifest`]), durations ([`duration`]), layers ([`image`]).
+//! ([`wait`]), VM manifests ([`vm_manifest`]), durations ([`duration`]), layers ([`image`]), what
+//! drain evicts ([`node`]).
 
 pub mod api;
 pub mod apply;
@@ -24,6 +26,7 @@ pub mod duration;
 pub mod errors;
 pub mod image;
 pub mod manifest;
+pub mod node;
 pub mod objects;
 pub mod output;
 pub mod portforward;
@@ -107,6 +110,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Vnc(a) => vnc::vnc(&ctx, a).await,
         Command::PortForward(a) => portforward::port_forward(&ctx, a).await,
         Command::Ssh(a) => portforward::ssh(&ctx, &cli.global, a).await,
+        Command::Cordon(a) => node::cordon(&ctx, a, true).await,
+        Command::Uncordon(a) => node::cordon(&ctx, a, false).await,
+        Command::Drain(a) => node::drain(&ctx, a).await,
         Command::Image(ImageCommand::Ls(a)) => image::ls(&ctx, a).await,
         Command::Image(ImageCommand::Push(_)) | Command::Completion(_) => Ok(()),
         Command::ClusterInfo => cluster::cluster_info(&ctx).await,
