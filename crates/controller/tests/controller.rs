@@ -289,9 +289,14 @@ async fn with_the_real_scheduler_pods_land_on_nodes_or_say_why_not() {
     h.create_vm("small", "Always").await;
     let vmi = h.wait_vmi_phase("small", Phase::Scheduled).await;
     assert_eq!(vmi.status.as_ref().unwrap().node_name.as_deref(), Some("node1"));
-    let pod = h.wait_pod(vmi.metadata.uid.as_deref().unwrap()).await;
-    let scheduled = pod.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "PodScheduled").unwrap();
-    assert_eq!(scheduled.status, "True");
+    // The scheduler writes PodScheduled=True right after the binding itself (two writes).
+    let uid = vmi.metadata.uid.clone().unwrap();
+    wait_for(20, "PodScheduled=True on the pod", || async {
+        let pod = h.pods_of(&uid).await.into_iter().next()?;
+        let c = pod.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled")?;
+        (c.status == "True").then_some(())
+    })
+    .await;
 
     // Too big for the node: the VMI and the VM say why.
     h.create_vm_with("big", "Always", "4Gi").await;

@@ -61,6 +61,8 @@ impl Default for Options {
     }
 }
 
+/// Bindings sent at once in a pass.
+const MAX_BINDS_IN_FLIGHT: usize = 16;
 /// How long a binding is assumed while the pod watch has not shown it.
 const ASSUME_FOR: Duration = Duration::from_secs(30);
 
@@ -202,6 +204,13 @@ impl Scheduler {
         }
         debug!(pending = pending.len(), nodes = nodes.len(), "scheduling pass");
 
+        // Decisions are made one pod at a time against the pods placed so far (a pod is assumed on
+        // its node as soon as it is chosen, as kube-scheduler does); the bindings themselves (a
+        // patch, a status write and an Event each) go out concurrently. A binding that fails
+        // leaves the pod unbound, and the next pass looks at it again.
+        let this: &Scheduler = self;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut bound = Vec::new();
         for pod in pending {
             let span = tracing::info_span!(
                 "schedule",
@@ -210,16 +219,26 @@ impl Scheduler {
             );
             match fit::schedule(&pod, &nodes, &all) {
                 Ok(node) => {
-                    if let Some(bound) = self.bind(&pod, &node).instrument(span).await {
-                        if let Some(uid) = bound.metadata.uid.clone() {
-                            if let Some(p) = all.iter_mut().find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())) {
-                                *p = bound.clone();
-                            }
-                            self.assumed.insert(uid, (bound, Instant::now()));
+                    if let Some(p) = all.iter_mut().find(|p| p.metadata.uid == pod.metadata.uid) {
+                        p.spec.get_or_insert_with(Default::default).node_name = Some(node.0.clone());
+                    }
+                    in_flight.push(async move { this.bind(&pod, &node).instrument(span).await });
+                    if in_flight.len() >= MAX_BINDS_IN_FLIGHT {
+                        if let Some(Some(p)) = in_flight.next().await {
+                            bound.push(p);
                         }
                     }
                 }
-                Err(why) => self.unschedulable(&pod, &why).instrument(span).await,
+                Err(why) => this.unschedulable(&pod, &why).instrument(span).await,
+            }
+        }
+        while let Some(result) = in_flight.next().await {
+            bound.extend(result);
+        }
+        drop(in_flight);
+        for pod in bound {
+            if let Some(uid) = pod.metadata.uid.clone() {
+                self.assumed.insert(uid, (pod, Instant::now()));
             }
         }
     }
