@@ -86,17 +86,19 @@ pub fn fixture(name: &str) -> PathBuf {
 pub fn ferrovirt_binary() -> anyhow::Result<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY
-        .get_or_init(|| build_ferrovirt().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build_workspace_binary("ferrovirt", "FERROVIRT_BIN").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }
 
-fn build_ferrovirt() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("FERROVIRT_BIN") {
+/// Build the binary `name` of the package of the same name for the running test's target directory
+/// and profile, unless `override_var` names one.
+fn build_workspace_binary(name: &str, override_var: &str) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(override_var) {
         let bin = PathBuf::from(bin);
         ensure!(
             is_executable(&bin),
-            "FERROVIRT_BIN={} is not an executable file",
+            "{override_var}={} is not an executable file",
             bin.display()
         );
         return Ok(bin);
@@ -136,9 +138,9 @@ fn build_ferrovirt() -> anyhow::Result<PathBuf> {
             "build",
             "--quiet",
             "-p",
-            "ferrovirt",
+            name,
             "--bin",
-            "ferrovirt",
+            name,
             "--profile",
             profile,
         ])
@@ -151,14 +153,14 @@ fn build_ferrovirt() -> anyhow::Result<PathBuf> {
         .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
     ensure!(
         output.status.success(),
-        "`cargo build -p ferrovirt --bin ferrovirt --profile {profile}` failed ({}):\n{}",
+        "`cargo build -p {name} --bin {name} --profile {profile}` failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let bin = profile_dir.join("ferrovirt");
+    let bin = profile_dir.join(name);
     ensure!(
         is_executable(&bin),
-        "cargo built ferrovirt, but {} is missing",
+        "cargo built {name}, but {} is missing",
         bin.display()
     );
     Ok(bin)
@@ -841,51 +843,9 @@ pub fn json_subset(expected: &serde_json::Value, actual: &serde_json::Value) -> 
 pub fn fvctl_binary() -> anyhow::Result<PathBuf> {
     static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     BINARY
-        .get_or_init(|| build_fvctl().map_err(|e| format!("{e:#}")))
+        .get_or_init(|| build_workspace_binary("fvctl", "FVCTL_BIN").map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
-}
-
-fn build_fvctl() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("FVCTL_BIN") {
-        let bin = PathBuf::from(bin);
-        ensure!(is_executable(&bin), "FVCTL_BIN={} is not an executable file", bin.display());
-        return Ok(bin);
-    }
-    // Next to the ferrovirt binary: <target>/<profile>/.
-    let ferrovirt = ferrovirt_binary()?;
-    let profile_dir = ferrovirt.parent().context("the ferrovirt binary has no parent folder")?;
-    let target_dir = profile_dir.parent().context("profile folder has no parent")?;
-    let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
-        Some("debug") => "dev",
-        Some(other) => other,
-        None => bail!("cannot tell the cargo profile from {}", profile_dir.display()),
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&cargo);
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(is_package_env) {
-            command.env_remove(name);
-        }
-    }
-    let output = command
-        .args(["build", "--quiet", "-p", "fvctl", "--bin", "fvctl", "--profile", profile])
-        .arg("--manifest-path")
-        .arg(repo_root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", Path::new(&cargo).display()))?;
-    ensure!(
-        output.status.success(),
-        "`cargo build -p fvctl --bin fvctl --profile {profile}` failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let bin = profile_dir.join("fvctl");
-    ensure!(is_executable(&bin), "cargo built fvctl, but {} is missing", bin.display());
-    Ok(bin)
 }
 
 #[cfg(test)]

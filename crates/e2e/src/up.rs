@@ -82,6 +82,27 @@ impl UpProcess {
         Ok(kube::Client::try_from(self.kube_config().await?)?)
     }
 
+    /// Poll `f` every 250 ms until it gives `Some`, for at most `secs`; on timeout panic naming
+    /// `what` and quoting the end of its log.
+    pub async fn eventually<T, F, Fut>(&self, secs: u64, what: &str, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}",
+                self.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
         let log = std::fs::read_to_string(self.data_dir.join("up.log")).unwrap_or_default();

@@ -18,21 +18,6 @@ use ferrovirt_launcher::spec;
 
 const NODE: &str = "node1";
 
-async fn eventually<T, F, Fut>(secs: u64, what: &str, up: &UpProcess, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}", up.log_tail(40));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn vm(name: &str, image: &str, memory: &str) -> VirtualMachine {
     serde_json::from_value(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
@@ -90,16 +75,16 @@ async fn too_big_stays_pending_and_a_cordoned_node_gets_nothing_until_uncordoned
     // Too big: 4 TiB of guest memory on this machine.
     vms.create(&PostParams::default(), &vm("huge", &image, "4Ti")).await.unwrap();
     // (Until the node has registered, the reason is that there are no nodes.)
-    let (_, reason, _) = eventually(60, "the huge VM's pod to be refused for its memory", &up, || async {
+    let (_, reason, _) = up.eventually(60, "the huge VM's pod to be refused for its memory", || async {
         pod_scheduled(&pods, "huge").await.filter(|(s, _, m)| s == "False" && m == "0/1 nodes are available: 1 Insufficient memory.")
     })
     .await;
     assert_eq!(reason, "Unschedulable");
-    eventually(30, "the huge VM to say ErrorUnschedulable", &up, || async {
+    up.eventually(30, "the huge VM to say ErrorUnschedulable", || async {
         (printable(&vms, "huge").await.as_deref() == Some("ErrorUnschedulable")).then_some(())
     })
     .await;
-    eventually(30, "a FailedScheduling event", &up, || async {
+    up.eventually(30, "a FailedScheduling event", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items.iter().any(|e| e.reason.as_deref() == Some("FailedScheduling") && e.message.as_deref().is_some_and(|m| m.contains("Insufficient memory"))).then_some(())
     })
@@ -110,7 +95,7 @@ async fn too_big_stays_pending_and_a_cordoned_node_gets_nothing_until_uncordoned
     // Cordon, as the issue types it; a new VM that fits stays Pending while the node is cordoned.
     kubectl.ok(&["patch", "node", NODE, "-p", r#"{"spec":{"unschedulable":true}}"#]);
     vms.create(&PostParams::default(), &vm("small", &image, "128Mi")).await.unwrap();
-    let (_, _, message) = eventually(60, "the small VM's pod to be refused", &up, || async {
+    let (_, _, message) = up.eventually(60, "the small VM's pod to be refused", || async {
         pod_scheduled(&pods, "small").await.filter(|(s, _, _)| s == "False")
     })
     .await;
@@ -121,7 +106,7 @@ async fn too_big_stays_pending_and_a_cordoned_node_gets_nothing_until_uncordoned
 
     // Uncordon: the small VM is placed and boots; the huge one still does not fit.
     kubectl.ok(&["patch", "node", NODE, "-p", r#"{"spec":{"unschedulable":false}}"#]);
-    eventually(300, "the small VM to boot to its user-data line", &up, || async {
+    up.eventually(300, "the small VM to boot to its user-data line", || async {
         let vmi = vmis.get_opt("small").await.ok()??;
         let pod_uid = vmi.status?.active_pods?.keys().next()?.clone();
         let log = std::fs::read_to_string(up.pods_dir().join(pod_uid).join(spec::SERIAL_LOG)).ok()?;

@@ -3,7 +3,6 @@
 //! the node's probe says it works, TCG here), and the guest's own console as the witness.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
@@ -15,21 +14,6 @@ use ferrovirt_launcher::spec;
 use k8s_openapi::api::core::v1::Pod;
 
 const NODE: &str = "node1";
-
-async fn eventually<T, F, Fut>(secs: u64, what: &str, up: &UpProcess, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}", up.log_tail(40));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn vm_manifest(image: &str, marker: &str) -> VirtualMachine {
     serde_json::from_value(json!({
@@ -55,7 +39,7 @@ fn vm_manifest(image: &str, marker: &str) -> VirtualMachine {
 
 /// The running VMI's uid and its pod folder on the node.
 async fn running_vmi(up: &UpProcess, vmis: &Api<VirtualMachineInstance>, pods: &Api<Pod>, not_uid: Option<&str>) -> (String, PathBuf) {
-    eventually(300, "the VMI to be Running", up, || async {
+    up.eventually(300, "the VMI to be Running", || async {
         let vmi = vmis.get_opt("testvm").await.ok()??;
         let uid = vmi.metadata.uid.clone()?;
         if Some(uid.as_str()) == not_uid {
@@ -74,7 +58,7 @@ async fn running_vmi(up: &UpProcess, vmis: &Api<VirtualMachineInstance>, pods: &
 }
 
 async fn console_shows(up: &UpProcess, dir: &Path, needle: &str, secs: u64) {
-    eventually(secs, &format!("{needle:?} on the serial console"), up, || async {
+    up.eventually(secs, &format!("{needle:?} on the serial console"), || async {
         std::fs::read_to_string(dir.join(spec::SERIAL_LOG)).ok().filter(|l| l.contains(needle)).map(|_| ())
     })
     .await;
@@ -121,7 +105,7 @@ async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
     let vmi = vmis.get("testvm").await.unwrap();
     let conds = vmi.status.unwrap().conditions.unwrap_or_default();
     assert!(conds.iter().any(|c| c.type_ == "SoftwareEmulation" || c.type_ == "Ready"), "{conds:?}");
-    eventually(30, "the VM to say Running", &up, || async {
+    up.eventually(30, "the VM to say Running", || async {
         let vm = vms.get("testvm").await.ok()?;
         (vm.status?.printable_status.map(|p| format!("{p:?}")).as_deref() == Some("Running")).then_some(())
     })
@@ -130,9 +114,9 @@ async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
     // stop: the guest powers off, the VMI and its QEMU go away, the VM says Stopped.
     let qemu1 = qemu_pid(&dir1);
     put(&client, "stop").await;
-    eventually(90, "the VMI to go after stop", &up, || async { vmis.get_opt("testvm").await.ok()?.is_none().then_some(()) }).await;
+    up.eventually(90, "the VMI to go after stop", || async { vmis.get_opt("testvm").await.ok()?.is_none().then_some(()) }).await;
     assert!(!alive(qemu1), "QEMU of the stopped VM is gone: {:?}", std::fs::read_to_string(format!("/proc/{qemu1}/status")));
-    eventually(60, "the pod folder to be removed", &up, || async { (!dir1.exists()).then_some(()) }).await;
+    up.eventually(60, "the pod folder to be removed", || async { (!dir1.exists()).then_some(()) }).await;
 
     // start: a new VMI boots to the console again.
     put(&client, "start").await;
@@ -148,7 +132,7 @@ async fn vm_runs_stops_starts_restarts_and_is_cleaned_up() {
     let qemu3 = qemu_pid(&dir3);
     let pod_uid = dir3.file_name().unwrap().to_string_lossy().to_string();
     vms.delete("testvm", &DeleteParams::default()).await.unwrap();
-    eventually(90, "VMI and pod to go after delete", &up, || async {
+    up.eventually(90, "VMI and pod to go after delete", || async {
         let vmi_gone = vmis.get_opt("testvm").await.ok()?.is_none();
         let pods_gone = pods.list(&ListParams::default().labels("kubevirt.io=virt-launcher")).await.ok()?.items.is_empty();
         (vmi_gone && pods_gone && !dir3.exists()).then_some(())

@@ -18,21 +18,6 @@ use ferrovirt_launcher::spec;
 
 const NODE: &str = "node1";
 
-async fn eventually<T, F, Fut>(secs: u64, what: &str, up: &UpProcess, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}\n--- ferrovirt up log ---\n{}", up.log_tail(40));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// `PUT .../virtualmachineinstances/vm1/<action>`: the status and the body.
 async fn vmi_put(client: &kube::Client, action: &str) -> (u16, String) {
     let req = http::Request::builder()
@@ -91,7 +76,7 @@ async fn console_pause_unpause_and_soft_reboot() {
     }))
     .unwrap();
     vms.create(&PostParams::default(), &vm).await.unwrap();
-    let pod_dir = eventually(300, "vm1 Running with its user-data line on the console", &up, || async {
+    let pod_dir = up.eventually(300, "vm1 Running with its user-data line on the console", || async {
         let vmi = vmis.get_opt("vm1").await.ok()??;
         let status = vmi.status.as_ref()?;
         if format!("{:?}", status.phase.as_ref()?) != "Running" {
@@ -112,12 +97,12 @@ async fn console_pause_unpause_and_soft_reboot() {
     // Pause: 200, then the Paused condition and the VM's status; the guest does not answer.
     let (code, body) = vmi_put(&client, "pause").await;
     assert_eq!(code, 200, "pause: {body}");
-    eventually(30, "the Paused condition", &up, || async {
+    up.eventually(30, "the Paused condition", || async {
         let vmi = vmis.get("vm1").await.ok()?;
         (condition(&vmi, "Paused").as_deref() == Some("True")).then_some(())
     })
     .await;
-    eventually(30, "the VM to say Paused", &up, || async { (printable_status(&vms).await.as_deref() == Some("Paused")).then_some(()) }).await;
+    up.eventually(30, "the VM to say Paused", || async { (printable_status(&vms).await.as_deref() == Some("Paused")).then_some(()) }).await;
     let (code, body) = vmi_put(&client, "pause").await;
     assert_eq!(code, 409, "a second pause: {body}");
     assert!(body.contains("VMI is already paused"), "{body}");
@@ -132,12 +117,12 @@ async fn console_pause_unpause_and_soft_reboot() {
     let (code, body) = vmi_put(&client, "unpause").await;
     assert_eq!(code, 200, "unpause: {body}");
     console.read_until(b"while-paused-15", Duration::from_secs(60)).await.unwrap();
-    eventually(30, "the Paused condition to go", &up, || async {
+    up.eventually(30, "the Paused condition to go", || async {
         let vmi = vmis.get("vm1").await.ok()?;
         condition(&vmi, "Paused").is_none().then_some(())
     })
     .await;
-    eventually(30, "the VM to say Running again", &up, || async { (printable_status(&vms).await.as_deref() == Some("Running")).then_some(()) }).await;
+    up.eventually(30, "the VM to say Running again", || async { (printable_status(&vms).await.as_deref() == Some("Running")).then_some(()) }).await;
     let (code, body) = vmi_put(&client, "unpause").await;
     assert_eq!(code, 409, "unpause of a running VMI: {body}");
     assert!(body.contains("VMI is not paused"), "{body}");
